@@ -1,0 +1,656 @@
+"""The SQL store: SQLite (embedded, WAL) and MySQL/MariaDB behind one adapter.
+
+Dialect differences live here and only here:
+- SQLite allows one writer at a time, so writes use a single connection with
+  ``BEGIN IMMEDIATE`` (no lock upgrades, no SQLITE_BUSY mid-transaction) while reads use a
+  separate pool that WAL lets run beside the writer;
+- MySQL takes the conversation row lock in ``bump_seq_txn`` (``UPDATE ... last_seq + n``),
+  which serializes sends per conversation and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from parley.adapters.store import schema as t
+from parley.adapters.store.migrations import upgrade_to_head
+from parley.domain.errors import Conflict
+from parley.domain.events import Event
+from parley.domain.models import (
+    Conversation,
+    ConversationKind,
+    Message,
+    Reaction,
+    ReadMarker,
+    Role,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
+from parley.ports.store import Invite, Membership, OutboxRow
+
+log = logging.getLogger(__name__)
+
+
+def _db(value: datetime) -> datetime:
+    """Store naive UTC (both engines' DATETIME has no zone)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id, username=row.username, display_name=row.display_name, created_at=_aware(row.created_at)
+    )
+
+
+def _workspace(row: Any) -> Workspace:
+    return Workspace(
+        id=row.id, name=row.name, slug=row.slug, created_by=row.created_by, created_at=_aware(row.created_at)
+    )
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        kind=ConversationKind(row.kind),
+        name=row.name,
+        topic=row.topic,
+        created_by=row.created_by,
+        created_at=_aware(row.created_at),
+        last_seq=row.last_seq,
+    )
+
+
+def _message(row: Any, reactions: list[Reaction] | None = None) -> Message:
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        workspace_id=row.workspace_id,
+        seq=row.seq,
+        user_id=row.user_id,
+        text="" if row.deleted else row.text,
+        client_msg_id=row.client_msg_id,
+        thread_root_id=row.thread_root_id,
+        reply_count=row.reply_count,
+        mentions=orjson.loads(row.mentions),
+        mentions_channel=bool(row.mentions_channel),
+        created_at=_aware(row.created_at),
+        edited_at=_aware(row.edited_at) if row.edited_at else None,
+        deleted=bool(row.deleted),
+        reactions=reactions or [],
+    )
+
+
+def _message_values(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "workspace_id": m.workspace_id,
+        "seq": m.seq,
+        "user_id": m.user_id,
+        "text": m.text,
+        "client_msg_id": m.client_msg_id,
+        "thread_root_id": m.thread_root_id,
+        "reply_count": m.reply_count,
+        "mentions": orjson.dumps(m.mentions).decode(),
+        "mentions_channel": m.mentions_channel,
+        "created_at": _db(m.created_at),
+        "edited_at": _db(m.edited_at) if m.edited_at else None,
+        "deleted": m.deleted,
+    }
+
+
+class SqlSession:
+    """One connection's view of the store: the reader and, inside ``write()``, the writer."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._c = conn
+
+    # -- users ---------------------------------------------------------------------------
+    async def get_user(self, user_id: int) -> User | None:
+        row = (await self._c.execute(select(t.users).where(t.users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def get_user_credentials(self, username: str) -> tuple[User, str] | None:
+        row = (await self._c.execute(select(t.users).where(t.users.c.username == username))).first()
+        return (_user(row), row.password_hash) if row else None
+
+    async def get_users(self, user_ids: Sequence[int]) -> list[User]:
+        if not user_ids:
+            return []
+        rows = await self._c.execute(select(t.users).where(t.users.c.id.in_(list(user_ids))))
+        return [_user(r) for r in rows]
+
+    async def get_users_by_username(self, usernames: Sequence[str]) -> list[User]:
+        if not usernames:
+            return []
+        rows = await self._c.execute(select(t.users).where(t.users.c.username.in_(list(usernames))))
+        return [_user(r) for r in rows]
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        row = (
+            await self._c.execute(select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti))
+        ).first()
+        return row is not None
+
+    async def create_user_txn(self, user: User, password_hash: str) -> None:
+        await self._c.execute(
+            insert(t.users).values(
+                id=user.id,
+                username=user.username,
+                display_name=user.display_name,
+                password_hash=password_hash,
+                created_at=_db(user.created_at),
+            )
+        )
+
+    async def revoke_token_txn(self, jti: str, expires_at: datetime) -> None:
+        if not await self.is_token_revoked(jti):
+            await self._c.execute(insert(t.revoked_tokens).values(jti=jti, expires_at=_db(expires_at)))
+
+    # -- workspaces ----------------------------------------------------------------------
+    async def get_workspace(self, workspace_id: int) -> Workspace | None:
+        row = (await self._c.execute(select(t.workspaces).where(t.workspaces.c.id == workspace_id))).first()
+        return _workspace(row) if row else None
+
+    async def get_workspace_member(self, workspace_id: int, user_id: int) -> WorkspaceMember | None:
+        wm = t.workspace_members
+        row = (
+            await self._c.execute(
+                select(wm).where(wm.c.workspace_id == workspace_id, wm.c.user_id == user_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return WorkspaceMember(
+            workspace_id=row.workspace_id,
+            user_id=row.user_id,
+            role=Role(row.role),
+            joined_at=_aware(row.joined_at),
+        )
+
+    async def list_workspace_members(self, workspace_id: int) -> list[WorkspaceMember]:
+        wm = t.workspace_members
+        rows = await self._c.execute(
+            select(wm).where(wm.c.workspace_id == workspace_id).order_by(wm.c.joined_at)
+        )
+        return [
+            WorkspaceMember(
+                workspace_id=r.workspace_id,
+                user_id=r.user_id,
+                role=Role(r.role),
+                joined_at=_aware(r.joined_at),
+            )
+            for r in rows
+        ]
+
+    async def list_user_workspaces(self, user_id: int) -> list[Workspace]:
+        wm = t.workspace_members
+        rows = await self._c.execute(
+            select(t.workspaces)
+            .join(wm, wm.c.workspace_id == t.workspaces.c.id)
+            .where(wm.c.user_id == user_id)
+            .order_by(t.workspaces.c.id)
+        )
+        return [_workspace(r) for r in rows]
+
+    async def get_invite(self, code: str) -> Invite | None:
+        wi = t.workspace_invites
+        row = (await self._c.execute(select(wi).where(wi.c.code == code))).first()
+        if row is None:
+            return None
+        return Invite(
+            code=row.code,
+            workspace_id=row.workspace_id,
+            created_by=row.created_by,
+            expires_at=_aware(row.expires_at),
+        )
+
+    async def create_workspace_txn(self, workspace: Workspace) -> None:
+        try:
+            await self._c.execute(
+                insert(t.workspaces).values(
+                    id=workspace.id,
+                    name=workspace.name,
+                    slug=workspace.slug,
+                    created_by=workspace.created_by,
+                    created_at=_db(workspace.created_at),
+                )
+            )
+        except IntegrityError as exc:
+            raise Conflict("a workspace with this slug exists", code="slug_taken") from exc
+
+    async def add_workspace_member_txn(self, workspace_id: int, user_id: int, role: Role) -> bool:
+        if await self.get_workspace_member(workspace_id, user_id):
+            return False
+        await self._c.execute(
+            insert(t.workspace_members).values(
+                workspace_id=workspace_id, user_id=user_id, role=role.value, joined_at=_db(datetime.now(UTC))
+            )
+        )
+        return True
+
+    async def create_invite_txn(self, invite: Invite) -> None:
+        await self._c.execute(
+            insert(t.workspace_invites).values(
+                code=invite.code,
+                workspace_id=invite.workspace_id,
+                created_by=invite.created_by,
+                created_at=_db(datetime.now(UTC)),
+                expires_at=_db(invite.expires_at),
+            )
+        )
+
+    # -- conversations -------------------------------------------------------------------
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = (
+            await self._c.execute(select(t.conversations).where(t.conversations.c.id == conversation_id))
+        ).first()
+        return _conversation(row) if row else None
+
+    async def find_dm(self, workspace_id: int, dm_key: str) -> Conversation | None:
+        c = t.conversations
+        row = (
+            await self._c.execute(select(c).where(c.c.workspace_id == workspace_id, c.c.dm_key == dm_key))
+        ).first()
+        return _conversation(row) if row else None
+
+    async def is_member(self, conversation_id: int, user_id: int) -> bool:
+        cm = t.conversation_members
+        row = (
+            await self._c.execute(
+                select(cm.c.user_id).where(cm.c.conversation_id == conversation_id, cm.c.user_id == user_id)
+            )
+        ).first()
+        return row is not None
+
+    async def member_ids(self, conversation_id: int) -> list[int]:
+        cm = t.conversation_members
+        rows = await self._c.execute(
+            select(cm.c.user_id).where(cm.c.conversation_id == conversation_id).order_by(cm.c.joined_at)
+        )
+        return [r.user_id for r in rows]
+
+    async def list_memberships(self, user_id: int, workspace_id: int | None = None) -> list[Membership]:
+        c, cm = t.conversations, t.conversation_members
+        q = (
+            select(c, cm.c.last_read_seq)
+            .join(cm, cm.c.conversation_id == c.c.id)
+            .where(cm.c.user_id == user_id)
+            .order_by(c.c.id)
+        )
+        if workspace_id is not None:
+            q = q.where(c.c.workspace_id == workspace_id)
+        rows = await self._c.execute(q)
+        return [Membership(conversation=_conversation(r), last_read_seq=r.last_read_seq) for r in rows]
+
+    async def list_public_conversations(self, workspace_id: int) -> list[Conversation]:
+        c = t.conversations
+        rows = await self._c.execute(
+            select(c)
+            .where(c.c.workspace_id == workspace_id, c.c.kind == ConversationKind.PUBLIC.value)
+            .order_by(c.c.name)
+        )
+        return [_conversation(r) for r in rows]
+
+    async def conversation_ids_of(self, user_id: int) -> list[int]:
+        cm = t.conversation_members
+        rows = await self._c.execute(select(cm.c.conversation_id).where(cm.c.user_id == user_id))
+        return [r.conversation_id for r in rows]
+
+    async def create_conversation_txn(self, conversation: Conversation, dm_key: str | None) -> None:
+        try:
+            await self._insert_conversation(conversation, dm_key)
+        except IntegrityError as exc:
+            raise Conflict("a channel with this name exists", code="name_taken") from exc
+
+    async def _insert_conversation(self, conversation: Conversation, dm_key: str | None) -> None:
+        await self._c.execute(
+            insert(t.conversations).values(
+                id=conversation.id,
+                workspace_id=conversation.workspace_id,
+                kind=conversation.kind.value,
+                name=conversation.name,
+                topic=conversation.topic,
+                dm_key=dm_key,
+                created_by=conversation.created_by,
+                created_at=_db(conversation.created_at),
+                last_seq=conversation.last_seq,
+            )
+        )
+
+    async def add_member_txn(self, conversation_id: int, user_id: int, last_read_seq: int) -> bool:
+        if await self.is_member(conversation_id, user_id):
+            return False
+        await self._c.execute(
+            insert(t.conversation_members).values(
+                conversation_id=conversation_id,
+                user_id=user_id,
+                joined_at=_db(datetime.now(UTC)),
+                last_read_seq=last_read_seq,
+            )
+        )
+        return True
+
+    async def remove_member_txn(self, conversation_id: int, user_id: int) -> bool:
+        cm = t.conversation_members
+        result = await self._c.execute(
+            delete(cm).where(cm.c.conversation_id == conversation_id, cm.c.user_id == user_id)
+        )
+        return bool(result.rowcount)
+
+    async def bump_seq_txn(self, conversation_id: int, count: int = 1) -> int:
+        c = t.conversations
+        # The UPDATE takes the row lock (MySQL) that orders every event of this conversation.
+        await self._c.execute(
+            update(c).where(c.c.id == conversation_id).values(last_seq=c.c.last_seq + count)
+        )
+        row = (await self._c.execute(select(c.c.last_seq).where(c.c.id == conversation_id))).one()
+        return int(row.last_seq)
+
+    # -- messages ------------------------------------------------------------------------
+    async def _with_reactions(self, rows: Sequence[Any]) -> list[Message]:
+        if not rows:
+            return []
+        r = t.reactions
+        reaction_rows = await self._c.execute(
+            select(r.c.message_id, r.c.emoji, r.c.user_id)
+            .where(r.c.message_id.in_([row.id for row in rows]))
+            .order_by(r.c.created_at, r.c.user_id)
+        )
+        grouped: dict[int, dict[str, list[int]]] = {}
+        for rr in reaction_rows:
+            grouped.setdefault(rr.message_id, {}).setdefault(rr.emoji, []).append(rr.user_id)
+        return [
+            _message(
+                row,
+                [
+                    Reaction(emoji=emoji, user_ids=uids, count=len(uids))
+                    for emoji, uids in grouped.get(row.id, {}).items()
+                ],
+            )
+            for row in rows
+        ]
+
+    async def get_message(self, message_id: int) -> Message | None:
+        row = (await self._c.execute(select(t.messages).where(t.messages.c.id == message_id))).first()
+        return (await self._with_reactions([row]))[0] if row else None
+
+    async def find_by_client_msg_id(self, user_id: int, client_msg_id: str) -> Message | None:
+        m = t.messages
+        row = (
+            await self._c.execute(select(m).where(m.c.user_id == user_id, m.c.client_msg_id == client_msg_id))
+        ).first()
+        return (await self._with_reactions([row]))[0] if row else None
+
+    async def history(
+        self,
+        conversation_id: int,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int = 50,
+        thread_root_id: int | None = None,
+    ) -> list[Message]:
+        m = t.messages
+        q = select(m)
+        if thread_root_id is None:
+            q = q.where(m.c.conversation_id == conversation_id, m.c.thread_root_id.is_(None))
+        else:
+            q = q.where(m.c.thread_root_id == thread_root_id)
+        if before_seq is not None:
+            q = q.where(m.c.seq < before_seq)
+        if after_seq is not None:
+            q = q.where(m.c.seq > after_seq).order_by(m.c.seq.asc())
+        else:
+            q = q.order_by(m.c.seq.desc())
+        rows = (await self._c.execute(q.limit(limit))).all()
+        return await self._with_reactions(rows)
+
+    async def unread_counts(self, user_id: int) -> dict[int, int]:
+        m, cm = t.messages, t.conversation_members
+        rows = await self._c.execute(
+            select(cm.c.conversation_id, func.count(m.c.id).label("n"))
+            .join(
+                m,
+                and_(
+                    m.c.conversation_id == cm.c.conversation_id,
+                    m.c.seq > cm.c.last_read_seq,
+                    m.c.user_id != user_id,
+                    m.c.deleted.is_(False),
+                    m.c.thread_root_id.is_(None),
+                ),
+            )
+            .where(cm.c.user_id == user_id)
+            .group_by(cm.c.conversation_id)
+        )
+        return {r.conversation_id: int(r.n) for r in rows}
+
+    async def iter_messages(self, batch_size: int) -> AsyncIterator[list[Message]]:
+        m = t.messages
+        last_id = 0
+        while True:
+            rows = (
+                await self._c.execute(
+                    select(m)
+                    .where(m.c.id > last_id, m.c.deleted.is_(False))
+                    .order_by(m.c.id)
+                    .limit(batch_size)
+                )
+            ).all()
+            if not rows:
+                return
+            last_id = rows[-1].id
+            yield [_message(r) for r in rows]
+
+    async def insert_messages_txn(self, messages: Sequence[Message]) -> None:
+        try:
+            await self._c.execute(insert(t.messages), [_message_values(m) for m in messages])
+        except IntegrityError as exc:
+            # Only a concurrent retry of the same (user, client_msg_id) can collide here.
+            raise Conflict("a message with this client_msg_id already exists", code="duplicate") from exc
+
+    async def update_message_txn(self, message: Message) -> None:
+        values = _message_values(message)
+        values.pop("id")
+        await self._c.execute(update(t.messages).where(t.messages.c.id == message.id).values(**values))
+
+    async def increment_reply_count_txn(self, root_id: int, by: int) -> None:
+        m = t.messages
+        await self._c.execute(update(m).where(m.c.id == root_id).values(reply_count=m.c.reply_count + by))
+
+    async def add_reaction_txn(self, message_id: int, user_id: int, emoji: str) -> bool:
+        r = t.reactions
+        exists = (
+            await self._c.execute(
+                select(r.c.message_id).where(
+                    r.c.message_id == message_id, r.c.user_id == user_id, r.c.emoji == emoji
+                )
+            )
+        ).first()
+        if exists:
+            return False
+        await self._c.execute(
+            insert(r).values(
+                message_id=message_id, user_id=user_id, emoji=emoji, created_at=_db(datetime.now(UTC))
+            )
+        )
+        return True
+
+    async def remove_reaction_txn(self, message_id: int, user_id: int, emoji: str) -> bool:
+        r = t.reactions
+        result = await self._c.execute(
+            delete(r).where(r.c.message_id == message_id, r.c.user_id == user_id, r.c.emoji == emoji)
+        )
+        return bool(result.rowcount)
+
+    async def set_read_marker_txn(self, conversation_id: int, user_id: int, seq: int) -> ReadMarker:
+        cm = t.conversation_members
+        # Read markers only move forward: a stale tab cannot mark messages unread again.
+        await self._c.execute(
+            update(cm)
+            .where(cm.c.conversation_id == conversation_id, cm.c.user_id == user_id, cm.c.last_read_seq < seq)
+            .values(last_read_seq=seq)
+        )
+        row = (
+            await self._c.execute(
+                select(cm.c.last_read_seq).where(
+                    cm.c.conversation_id == conversation_id, cm.c.user_id == user_id
+                )
+            )
+        ).one()
+        return ReadMarker(conversation_id=conversation_id, user_id=user_id, last_read_seq=row.last_read_seq)
+
+    # -- outbox --------------------------------------------------------------------------
+    async def append_events_txn(self, events: Sequence[Event]) -> None:
+        now = _db(datetime.now(UTC))
+        await self._c.execute(
+            insert(t.outbox),
+            [
+                {
+                    "event_id": e.event_id,
+                    "conversation_id": e.conversation_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "payload": e.to_bytes(),
+                    "created_at": now,
+                    "published": False,
+                }
+                for e in events
+            ],
+        )
+
+    async def unpublished_events(self, limit: int) -> list[OutboxRow]:
+        o = t.outbox
+        rows = await self._c.execute(
+            select(o.c.id, o.c.conversation_id, o.c.payload)
+            .where(o.c.published.is_(False))
+            .order_by(o.c.id)
+            .limit(limit)
+        )
+        return [OutboxRow(id=r.id, conversation_id=r.conversation_id, payload=bytes(r.payload)) for r in rows]
+
+    async def mark_published_txn(self, outbox_ids: Sequence[int]) -> None:
+        if outbox_ids:
+            await self._c.execute(
+                update(t.outbox).where(t.outbox.c.id.in_(list(outbox_ids))).values(published=True)
+            )
+
+    async def events_after(self, conversation_id: int, after_seq: int, limit: int) -> list[bytes]:
+        o = t.outbox
+        rows = await self._c.execute(
+            select(o.c.payload)
+            .where(o.c.conversation_id == conversation_id, o.c.seq > after_seq)
+            .order_by(o.c.seq)
+            .limit(limit)
+        )
+        return [bytes(r.payload) for r in rows]
+
+    async def oldest_event_seq(self, conversation_id: int) -> int | None:
+        o = t.outbox
+        row = (
+            await self._c.execute(select(func.min(o.c.seq)).where(o.c.conversation_id == conversation_id))
+        ).one()
+        return int(row[0]) if row[0] is not None else None
+
+    async def prune_events_txn(self, older_than: datetime) -> int:
+        o = t.outbox
+        result = await self._c.execute(
+            delete(o).where(o.c.published.is_(True), o.c.created_at < _db(older_than))
+        )
+        return int(result.rowcount or 0)
+
+
+class SqlStore:
+    """``Store`` on SQLAlchemy 2 async: ``sqlite+aiosqlite://`` or ``mysql+aiomysql://`` URLs."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        max_overflow: int = 20,
+        pool_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = create_async_engine(url, pool_size=1, max_overflow=0)
+            self._reader = create_async_engine(url, pool_size=4, max_overflow=4)
+            _configure_sqlite(self._writer, immediate=True)
+            _configure_sqlite(self._reader, immediate=False)
+        else:
+            self._writer = create_async_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=1800,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": connect_timeout},
+                # READ COMMITTED: a check made after taking the conversation lock sees what the
+                # previous holder committed (REPEATABLE READ would keep an older snapshot).
+                isolation_level="READ COMMITTED",
+            )
+            self._reader = self._writer
+
+    async def start(self) -> None:
+        await upgrade_to_head(self._writer)
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+    async def ping(self) -> None:
+        async with self._reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlSession]:
+        async with self._reader.connect() as conn:
+            yield SqlSession(conn)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[SqlSession]:
+        async with self._writer.begin() as conn:
+            yield SqlSession(conn)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit transactions defer the lock).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before the send is acknowledged, even across power loss.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+__all__ = ["SqlSession", "SqlStore"]

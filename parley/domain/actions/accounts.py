@@ -1,0 +1,56 @@
+"""Sign-up, login, token checks and logout."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from parley.domain.auth import decode_token, hash_password, issue_token, verify_password
+from parley.domain.deps import Deps
+from parley.domain.errors import Conflict, InvalidInput, Unauthenticated
+from parley.domain.models import User
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
+
+
+async def sign_up(deps: Deps, username: str, password: str, display_name: str | None = None) -> User:
+    username = username.strip().lower()
+    if not USERNAME.match(username):
+        raise InvalidInput("username: 2-32 characters of a-z, 0-9, '.', '_' or '-'", code="invalid_username")
+    if not 8 <= len(password) <= 256:
+        raise InvalidInput("password: 8 to 256 characters", code="invalid_password")
+    display = (display_name or username).strip()[:128] or username
+    user = User(id=deps.ids.next_id(), username=username, display_name=display, created_at=datetime.now(UTC))
+    password_hash = hash_password(password)
+    async with deps.store.write() as tx:
+        if await tx.get_user_credentials(username):
+            raise Conflict("username is taken", code="username_taken")
+        await tx.create_user_txn(user, password_hash)
+    return user
+
+
+async def log_in(deps: Deps, username: str, password: str) -> tuple[str, User]:
+    async with deps.store.read() as reader:
+        found = await reader.get_user_credentials(username.strip().lower())
+    if not verify_password(found[1] if found else None, password) or found is None:
+        raise Unauthenticated("wrong username or password", code="invalid_credentials")
+    token, _ = issue_token(found[0].id, deps.settings.secret_key, deps.settings.token_ttl_seconds)
+    return token, found[0]
+
+
+async def authenticate(deps: Deps, token: str) -> User:
+    """The user behind a bearer token; raises ``Unauthenticated`` for expired, forged or revoked ones."""
+    claims = decode_token(token, deps.settings.secret_key)
+    async with deps.store.read() as reader:
+        if await reader.is_token_revoked(claims.jti):
+            raise Unauthenticated("token revoked", code="token_revoked")
+        user = await reader.get_user(claims.user_id)
+    if user is None:
+        raise Unauthenticated("invalid token", code="invalid_token")
+    return user
+
+
+async def log_out(deps: Deps, token: str) -> None:
+    claims = decode_token(token, deps.settings.secret_key)
+    async with deps.store.write() as tx:
+        await tx.revoke_token_txn(claims.jti, claims.expires_at)

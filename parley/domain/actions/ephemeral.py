@@ -1,0 +1,60 @@
+"""Typing and presence: ephemeral events published straight to pub/sub (never stored,
+never replayed — losing one is harmless, delaying a message for one is not)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from parley.domain.deps import Deps
+from parley.domain.errors import InvalidInput
+from parley.domain.events import Event, EventType
+from parley.domain.models import User
+from parley.domain.permissions import readable_conversation
+from parley.ports.pubsub import conversation_channel, workspace_channel
+
+STATUSES = frozenset({"online", "away", "offline"})
+
+
+async def send_typing(
+    deps: Deps, actor: User, conversation_id: int, thread_root_id: int | None = None
+) -> None:
+    async with deps.store.read() as reader:
+        conversation = await readable_conversation(reader, conversation_id, actor.id)
+    event = Event(
+        type=EventType.TYPING,
+        event_id=deps.ids.next_id(),
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation_id,
+        ts=datetime.now(UTC),
+        data={"user_id": str(actor.id), "thread_root_id": str(thread_root_id) if thread_root_id else None},
+    )
+    await deps.pubsub.publish(conversation_channel(conversation_id), event.to_bytes())
+
+
+async def set_presence(deps: Deps, actor: User, status: str) -> None:
+    if status not in STATUSES:
+        raise InvalidInput("status: online, away or offline", code="invalid_status")
+    await deps.presence.set(actor.id, status, deps.settings.presence_ttl_seconds)
+    async with deps.store.read() as reader:
+        workspaces = await reader.list_user_workspaces(actor.id)
+    now = datetime.now(UTC)
+    await deps.pubsub.publish_many(
+        [
+            (
+                workspace_channel(w.id),
+                Event(
+                    type=EventType.PRESENCE,
+                    event_id=deps.ids.next_id(),
+                    workspace_id=w.id,
+                    ts=now,
+                    data={"user_id": str(actor.id), "status": status},
+                ).to_bytes(),
+            )
+            for w in workspaces
+        ]
+    )
+
+
+async def get_presence(deps: Deps, actor: User, user_ids: list[int]) -> dict[int, str]:
+    statuses = await deps.presence.get_many(user_ids)
+    return {uid: statuses.get(uid, "offline") for uid in user_ids}

@@ -1,0 +1,100 @@
+"""Conversation events: what flows from the outbox through the event log to consumers and
+clients. Every persisted event has a per-conversation ``seq`` (gap-free, strictly increasing,
+assigned in the transaction that made the change); ephemeral events (typing, presence) have none.
+
+The envelope is serialized once, when the action writes the outbox row, and those exact bytes
+travel through the log, pub/sub and out of the WebSocket: every hop sees the same payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from parley.domain.models import Id
+
+
+class EventType(StrEnum):
+    CONVERSATION_CREATED = "conversation.created"
+    MESSAGE_CREATED = "message.created"
+    MESSAGE_EDITED = "message.edited"
+    MESSAGE_DELETED = "message.deleted"
+    REACTION_ADDED = "reaction.added"
+    REACTION_REMOVED = "reaction.removed"
+    MEMBER_JOINED = "member.joined"
+    MEMBER_LEFT = "member.left"
+    # Ephemeral: never stored, never replayed.
+    TYPING = "typing"
+    PRESENCE = "presence"
+
+
+PERSISTED_TYPES = frozenset(t for t in EventType if t not in (EventType.TYPING, EventType.PRESENCE))
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: EventType
+    event_id: Id
+    workspace_id: Id
+    conversation_id: Id | None = None
+    seq: int | None = None
+    ts: datetime
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Event:
+        return cls.model_validate_json(raw)
+
+
+# Payload shapes, checked in tests (tests/domain/test_event_schemas.py) so producers and
+# consumers cannot drift apart.
+class MessagePayload(BaseModel):
+    message: dict[str, Any]
+
+
+class ReactionPayload(BaseModel):
+    message_id: Id
+    user_id: Id
+    emoji: str
+
+
+class MemberPayload(BaseModel):
+    user_id: Id
+    conversation: dict[str, Any]
+
+
+class ConversationCreatedPayload(BaseModel):
+    conversation: dict[str, Any]
+    member_ids: list[Id]
+
+
+class TypingPayload(BaseModel):
+    user_id: Id
+    thread_root_id: Id | None = None
+
+
+class PresencePayload(BaseModel):
+    user_id: Id
+    status: str
+
+
+PAYLOAD_SCHEMAS: dict[EventType, type[BaseModel]] = {
+    EventType.CONVERSATION_CREATED: ConversationCreatedPayload,
+    EventType.MESSAGE_CREATED: MessagePayload,
+    EventType.MESSAGE_EDITED: MessagePayload,
+    EventType.MESSAGE_DELETED: MessagePayload,
+    EventType.REACTION_ADDED: ReactionPayload,
+    EventType.REACTION_REMOVED: ReactionPayload,
+    EventType.MEMBER_JOINED: MemberPayload,
+    EventType.MEMBER_LEFT: MemberPayload,
+    EventType.TYPING: TypingPayload,
+    EventType.PRESENCE: PresencePayload,
+}

@@ -1,0 +1,61 @@
+"""The event log port: a partitioned, durable, ordered log with consumer groups (Kafka's model).
+
+Guarantees every adapter gives:
+- ``publish`` returns only once every record is durable in the log;
+- records with the same key land in the same partition and are read in the order published;
+- a consumer group reads each partition from its last committed offset, so a record that was
+  polled but not committed is delivered again (at-least-once; consumers must be idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+class LogConsumer(Protocol):
+    async def start(self) -> None: ...
+
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to ``max_records`` records from the partitions this member owns; ``[]`` on timeout."""
+        ...
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Mark everything up to and including these records as processed for the group."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the log cannot be reached."""
+        ...
+
+    async def ensure_topic(self, topic: str, partitions: int) -> None: ...
+
+    async def publish(self, topic: str, records: Sequence[OutgoingRecord]) -> None: ...
+
+    def consumer(self, topic: str, group: str) -> LogConsumer: ...

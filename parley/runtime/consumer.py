@@ -1,0 +1,130 @@
+"""The consumer loop every Kafka consumer service runs (fanout, indexer, cache).
+
+Order of work per batch: poll → decode → ``handle_batch`` → commit. Offsets are committed only
+after the handler returned, so a crash replays the batch (at-least-once) and handlers must be
+idempotent. An event that keeps failing goes to the dead-letter topic with the reason, so one
+poison event cannot stall its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from parley.domain.events import Event
+from parley.ports.eventlog import EventLog, OutgoingRecord, Record
+from parley.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+
+class EventConsumer(Protocol):
+    group: str
+
+    async def handle_batch(self, events: Sequence[Event]) -> None: ...
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        log_: EventLog,
+        consumer: EventConsumer,
+        *,
+        topic: str,
+        dead_letter_topic: str,
+        max_records: int = 500,
+        attempts: int = 3,
+    ) -> None:
+        self._log = log_
+        self._handler = consumer
+        self._topic = topic
+        self._dlq = dead_letter_topic
+        self._max_records = max_records
+        self._attempts = attempts
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._handler.group}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, then stop."""
+        self._stopping.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s failed; restarting in 1 s", self._handler.group)
+                await asyncio.sleep(1)
+
+    async def _consume(self) -> None:
+        consumer = self._log.consumer(self._topic, self._handler.group)
+        await consumer.start()
+        self.ready.set()
+        try:
+            while not self._stopping.is_set():
+                records = await consumer.poll(self._max_records, timeout=0.5)
+                if not records:
+                    continue
+                await self._process(records)
+                await consumer.commit(records)
+                metrics.CONSUMED.labels(self._handler.group).inc(len(records))
+        finally:
+            await consumer.close()
+
+    async def _process(self, records: Sequence[Record]) -> None:
+        decoded, bad = _decode(records)
+        for record, reason in bad:
+            await self._dead_letter(record, reason)
+        try:
+            await self._handler.handle_batch([event for _, event in decoded])
+            return
+        except Exception:
+            log.exception("batch of %d failed in %s; retrying one by one", len(decoded), self._handler.group)
+        for record, event in decoded:
+            await self._process_one(record, event)
+
+    async def _process_one(self, record: Record, event: Event) -> None:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._handler.handle_batch([event])
+                return
+            except Exception as exc:
+                if attempt == self._attempts:
+                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        log.error("dead-lettering %s/%d@%d: %s", record.topic, record.partition, record.offset, reason)
+        metrics.DEAD_LETTERED.labels(self._handler.group).inc()
+        headers = (
+            *record.headers,
+            ("parley-dlq-reason", reason.encode()[:1000]),
+            ("parley-dlq-group", self._handler.group.encode()),
+            ("parley-dlq-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        )
+        await self._log.publish(self._dlq, [OutgoingRecord(record.key, record.value, headers)])
+
+
+def _decode(records: Sequence[Record]) -> tuple[list[tuple[Record, Event]], list[tuple[Record, str]]]:
+    decoded: list[tuple[Record, Event]] = []
+    bad: list[tuple[Record, str]] = []
+    for record in records:
+        try:
+            decoded.append((record, Event.from_bytes(record.value)))
+        except ValueError as exc:
+            bad.append((record, f"undecodable event: {exc}"[:500]))
+    return decoded, bad

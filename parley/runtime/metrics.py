@@ -1,0 +1,23 @@
+"""Prometheus metrics of the message flow (served at ``/metrics`` by every service)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SENDS = Counter("parley_messages_sent_total", "Messages stored and acknowledged", ["via"])
+REQUEST_LATENCY = Histogram(
+    "parley_http_request_seconds",
+    "REST request latency",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RELAYED = Counter("parley_outbox_relayed_total", "Outbox events published to the event log")
+RELAY_LAG = Gauge("parley_outbox_unpublished", "Unpublished outbox rows seen at the last relay scan")
+CONSUMED = Counter("parley_events_consumed_total", "Events processed by a consumer group", ["group"])
+DEAD_LETTERED = Counter(
+    "parley_events_dead_lettered_total", "Events sent to the dead-letter topic", ["group"]
+)
+DELIVERED = Counter("parley_ws_events_delivered_total", "Events written to WebSocket clients")
+GAP_FILLS = Counter("parley_ws_gap_fills_total", "Gaps in a conversation's stream filled from the store")
+CONNECTIONS = Gauge("parley_ws_connections", "Open WebSocket connections on this node")
+SLOW_CLOSES = Counter("parley_ws_slow_consumer_closes_total", "Sockets closed because their queue overflowed")

@@ -1,0 +1,107 @@
+"""The outbox relay: moves committed outbox rows to the event log, in order.
+
+Guarantee: every committed outbox row is published at least once; rows are published in
+outbox id order, which within one conversation is seq order (the conversation lock orders
+them), and keyed by conversation id, so each conversation's events keep their order in one
+partition. A crash between publish and ``mark_published`` republishes a few rows: consumers are
+idempotent. Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual
+latency is one round trip, with a poll as the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from parley.ports.eventlog import EventLog, OutgoingRecord
+from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
+from parley.ports.store import Store
+from parley.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: Store,
+        event_log: EventLog,
+        pubsub: PubSub,
+        *,
+        topic: str,
+        batch_size: int = 500,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self._store = store
+        self._log = event_log
+        self._pubsub = pubsub
+        self._topic = topic
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="outbox-relay"),
+            asyncio.create_task(self._listen_for_wakeups(), name="outbox-relay-wakeups"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _listen_for_wakeups(self) -> None:
+        while True:
+            sub = self._pubsub.subscription()
+            try:
+                await sub.subscribe(RELAY_WAKEUP_CHANNEL)
+                async for _ in sub.messages():
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("relay wake-up channel lost; polling only, retrying in 1 s", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                await sub.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                published = await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay pass failed; retrying")
+                await asyncio.sleep(min(1.0, self._poll_interval * 5))
+                continue
+            if published >= self._batch_size:
+                continue  # more waiting: no sleep
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                pass
+
+    async def publish_pending(self) -> int:
+        """One pass: publish up to a batch of unpublished rows, then mark them published."""
+        async with self._store.read() as reader:
+            rows = await reader.unpublished_events(self._batch_size)
+        metrics.RELAY_LAG.set(len(rows))
+        if not rows:
+            return 0
+        await self._log.publish(
+            self._topic, [OutgoingRecord(key=str(r.conversation_id).encode(), value=r.payload) for r in rows]
+        )
+        async with self._store.write() as tx:
+            await tx.mark_published_txn([r.id for r in rows])
+        metrics.RELAYED.inc(len(rows))
+        return len(rows)

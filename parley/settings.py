@@ -1,0 +1,91 @@
+"""Process settings, read from ``PARLEY_*`` environment variables.
+
+No engine URL set means the embedded default for that port (SQLite, in-process log,
+in-memory cache/pub-sub, FTS5 search), so a bare ``python -m services.allinone`` just works.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Only acceptable in the embedded development mode; `env=prod` refuses to start with it.
+DEV_SECRET = "parley-dev-secret-change-me-0123456789abcdef"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    node_id: int = Field(default=0, ge=0, le=1023, description="Snowflake node id; unique per process")
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    startup_timeout: float = Field(default=60.0, description="seconds to wait for each engine at start-up")
+
+    # Engines. Absent → embedded adapter.
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    elasticsearch_url: str | None = None
+
+    # Store
+    db_pool_size: int = 20
+    db_max_overflow: int = 20
+    db_pool_timeout: float = 10.0
+    db_connect_timeout: float = 5.0
+
+    # Event log
+    events_topic: str = "parley.conversation-events.v1"
+    events_partitions: int = 8
+    events_replication_factor: int = 1
+    dead_letter_topic: str = "parley.conversation-events.v1.dlq"
+    relay_poll_interval: float = 0.2
+    relay_batch_size: int = 500
+    eventlog_retention_records: int = 200_000
+
+    # Search
+    search_index: str = "parley-messages"
+
+    # Auth
+    secret_key: str = DEV_SECRET
+    token_ttl_seconds: int = 7 * 24 * 3600
+
+    # Limits (all user-facing; see docs/protocol.md)
+    max_message_chars: int = 40_000
+    max_frame_bytes: int = 256 * 1024
+    max_connections_per_user: int = 20
+    send_queue_size: int = 2_000
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 200
+    resume_max_events: int = 1_000
+    history_cache_size: int = 50
+    ws_ping_interval: float = 20.0
+    presence_ttl_seconds: int = 60
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_in_prod(self) -> Settings:
+        if self.env == "prod" and self.secret_key == DEV_SECRET:
+            raise ValueError("PARLEY_SECRET_KEY must be set to a real secret when PARLEY_ENV=prod")
+        if len(self.secret_key) < 32:
+            raise ValueError("PARLEY_SECRET_KEY must be at least 32 characters")
+        return self
+
+    @property
+    def embedded_database_url(self) -> str:
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.sqlite3').resolve()}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or self.embedded_database_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

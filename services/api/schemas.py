@@ -1,0 +1,120 @@
+"""Request and response bodies of the REST API (``XCreate`` in, ``XPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.domain.models import Conversation, Id, Message, Role, User, Workspace
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignUp(Body):
+    username: str = Field(min_length=2, max_length=32, examples=["alice"])
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str | None = Field(default=None, max_length=128)
+
+
+class LogIn(Body):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class TokenPublic(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    user: User
+
+
+class WorkspaceCreate(Body):
+    name: str = Field(min_length=1, max_length=128)
+    slug: str | None = Field(default=None, max_length=63)
+
+
+class InvitePublic(BaseModel):
+    code: str
+    workspace_id: Id
+    expires_at: datetime
+
+
+class InviteAccept(Body):
+    code: str = Field(min_length=1, max_length=64)
+
+
+class MemberAdd(Body):
+    username: str = Field(min_length=1, max_length=64)
+
+
+class WorkspaceMemberPublic(BaseModel):
+    user: User
+    role: Role
+    joined_at: datetime
+
+
+class ChannelCreate(Body):
+    name: str = Field(min_length=1, max_length=81)
+    private: bool = False
+    topic: str = Field(default="", max_length=250)
+
+
+class DmOpen(Body):
+    user_ids: list[Id] = Field(min_length=1, max_length=8)
+
+
+class ConversationPublic(BaseModel):
+    conversation: Conversation
+    is_member: bool
+    last_read_seq: int
+    unread_count: int
+
+
+class ConversationMemberAdd(Body):
+    user_id: Id
+
+
+class MessageCreate(Body):
+    text: str = Field(description="1 to PARLEY_MAX_MESSAGE_CHARS characters")
+    client_msg_id: str | None = Field(default=None, max_length=64)
+    thread_root_id: Id | None = None
+
+
+class MessageEdit(Body):
+    text: str
+
+
+class HistoryPublic(BaseModel):
+    messages: list[Message]
+    has_more: bool
+
+
+class ThreadPublic(BaseModel):
+    root: Message
+    replies: list[Message]
+    has_more: bool
+
+
+class ReactionCreate(Body):
+    emoji: str = Field(min_length=1, max_length=66)
+
+
+class ReadMarkerSet(Body):
+    seq: int = Field(ge=0)
+
+
+class SearchMatchPublic(BaseModel):
+    message: Message
+    highlight: str = Field(description="HTML-escaped text with <mark> around matches")
+
+
+class SearchPublic(BaseModel):
+    total: int
+    matches: list[SearchMatchPublic]
+    limit: int
+    offset: int
+
+
+__all__ = ["User", "Workspace"]

@@ -1,0 +1,33 @@
+"""HistoryCacheConsumer: conversation events → the recent-history cache.
+
+Consumes ``parley.conversation-events.v1`` (group ``cache``); produces cache updates. A new
+top-level message is appended when the cache is exactly one event behind; any other event
+advances the watermark or drops the entry (see ``HistoryCache``). Idempotent by ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from parley.domain.events import Event, EventType
+from parley.ports.cache import HistoryCache
+
+
+class HistoryCacheConsumer:
+    group = "cache"
+
+    def __init__(self, cache: HistoryCache, *, keep: int) -> None:
+        self._cache = cache
+        self._keep = keep
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.conversation_id is None or event.seq is None:
+                continue
+            message = event.data.get("message")
+            if event.type is EventType.MESSAGE_CREATED and message and not message.get("thread_root_id"):
+                await self._cache.append(event.conversation_id, event.seq, orjson.dumps(message), self._keep)
+            else:
+                await self._cache.advance(event.conversation_id, event.seq)

@@ -1,0 +1,54 @@
+"""The realtime service: WebSocket connections at ``/ws``.
+
+Consumes pub/sub (conversation, user and workspace channels) and client frames; produces
+WebSocket frames, and messages through the same domain actions as the api service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from parley.composition import Parley
+from parley.runtime.http import health_router, install_error_handlers, install_request_ids
+from services.realtime.connection import CLOSE_GOING_AWAY
+from services.realtime.endpoint import router
+from services.realtime.hub import RealtimeHub
+
+
+async def start_realtime(app: FastAPI, parley: Parley) -> RealtimeHub:
+    hub = RealtimeHub(parley.deps)
+    app.state.hub = hub
+    await hub.start()
+    return hub
+
+
+async def drain(hub: RealtimeHub) -> None:
+    """Graceful shutdown: tell every client to reconnect (to another node) and resume."""
+    for conn in hub.connections:
+        conn.send_frame({"type": "reconnect", "reason": "server shutting down"})
+        await conn.drain_and_stop()
+        await conn.close(CLOSE_GOING_AWAY, "server shutting down: reconnect and resume")
+    await hub.stop()
+
+
+def create_app(parley: Parley) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await parley.start("store", "pubsub", "search")
+        app.state.deps = parley.deps
+        hub = await start_realtime(app, parley)
+        try:
+            yield
+        finally:
+            await drain(hub)
+            await parley.close()
+
+    app = FastAPI(title="Parley realtime", lifespan=lifespan)
+    install_error_handlers(app)
+    install_request_ids(app)
+    app.include_router(health_router(parley.readiness))
+    app.include_router(router)
+    return app

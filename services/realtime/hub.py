@@ -1,0 +1,197 @@
+"""RealtimeHub: this node's sockets and the pub/sub channels they need.
+
+Consumes pub/sub channels ``conv:<id>`` (conversation events), ``user:<id>`` (membership
+changes of local users) and ``ws:<id>`` (presence); produces WebSocket frames to local sockets.
+A node subscribes to a conversation's channel only while one of its sockets follows it, so
+nodes share the load of large workspaces instead of each receiving everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import orjson
+
+from parley.domain.actions.messages import replay
+from parley.domain.deps import Deps
+from parley.domain.errors import DomainError
+from parley.domain.events import EventType
+from parley.domain.models import User
+from parley.ports.pubsub import Subscription, conversation_channel, user_channel, workspace_channel
+from parley.runtime import metrics
+from services.realtime.connection import ClientConnection
+
+log = logging.getLogger(__name__)
+
+
+class RealtimeHub:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._by_user: dict[int, set[ClientConnection]] = defaultdict(set)
+        self._by_conversation: dict[int, set[ClientConnection]] = defaultdict(set)
+        self._by_workspace: dict[int, set[ClientConnection]] = defaultdict(set)
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._channels: set[str] = set()
+
+    @property
+    def connections(self) -> list[ClientConnection]:
+        return [c for conns in self._by_user.values() for c in conns]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._pump(), name="realtime-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._subscription:
+            await self._subscription.close()
+
+    def user_connection_count(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    # -- registration --------------------------------------------------------------------
+    async def register(self, conn: ClientConnection) -> list[dict[str, object]]:
+        """Follow every conversation of the user; returns them for the hello frame."""
+        user_id = conn.user.id
+        async with self._deps.store.read() as reader:
+            memberships = await reader.list_memberships(user_id)
+            workspaces = await reader.list_user_workspaces(user_id)
+        # Subscribe before reading nothing else: events after the membership read either
+        # arrive live or are found by gap filling.
+        self._by_user[user_id].add(conn)
+        channels = [user_channel(user_id)]
+        for m in memberships:
+            conn.follow(m.conversation.id, m.conversation.last_seq)
+            self._by_conversation[m.conversation.id].add(conn)
+            channels.append(conversation_channel(m.conversation.id))
+        for w in workspaces:
+            self._by_workspace[w.id].add(conn)
+            channels.append(workspace_channel(w.id))
+        await self._subscribe(channels)
+        metrics.CONNECTIONS.inc()
+        return [
+            {
+                "conversation": m.conversation.model_dump(mode="json"),
+                "last_read_seq": m.last_read_seq,
+            }
+            for m in memberships
+        ]
+
+    async def unregister(self, conn: ClientConnection) -> None:
+        metrics.CONNECTIONS.dec()
+        user_id = conn.user.id
+        self._by_user[user_id].discard(conn)
+        gone: list[str] = []
+        if not self._by_user[user_id]:
+            del self._by_user[user_id]
+            gone.append(user_channel(user_id))
+        for conversation_id in list(conn.streams):
+            gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
+        for workspace_id, conns in list(self._by_workspace.items()):
+            if conn in conns:
+                gone += self._drop(self._by_workspace, workspace_id, conn, workspace_channel)
+        await self._unsubscribe(gone)
+
+    @staticmethod
+    def _drop(
+        index: dict[int, set[ClientConnection]], key: int, conn: ClientConnection, channel: object
+    ) -> list[str]:
+        conns = index.get(key)
+        if conns is None:
+            return []
+        conns.discard(conn)
+        if conns:
+            return []
+        del index[key]
+        return [channel(key)]  # type: ignore[operator]
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        new = [c for c in channels if c not in self._channels]
+        if not new:
+            return
+        self._channels.update(new)
+        if self._subscription is None:
+            self._subscription = self._deps.pubsub.subscription()
+        await self._subscription.subscribe(*new)
+
+    async def _unsubscribe(self, channels: list[str]) -> None:
+        if channels and self._subscription is not None:
+            self._channels.difference_update(channels)
+            await self._subscription.unsubscribe(*channels)
+
+    # -- dispatch ------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        while True:
+            if self._subscription is None:
+                self._subscription = self._deps.pubsub.subscription()
+            try:
+                async for channel, payload in self._subscription.messages():
+                    await self._dispatch(channel, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pub/sub stream failed; resubscribing")
+                await asyncio.sleep(0.5)
+
+    async def _dispatch(self, channel: str, payload: bytes) -> None:
+        try:
+            event = orjson.loads(payload)
+            kind, _, key = channel.partition(":")
+            target = int(key)
+        except (ValueError, orjson.JSONDecodeError):
+            log.warning("ignoring malformed pub/sub message on %s", channel)
+            return
+        text = payload.decode()
+        if kind == "conv":
+            self._deliver_conversation_event(target, event, text)
+        elif kind == "user":
+            await self._membership_changed(target, event, text)
+        elif kind == "ws":
+            for conn in list(self._by_workspace.get(target, ())):
+                conn.send_text(text)
+
+    def _deliver_conversation_event(self, conversation_id: int, event: dict[str, object], text: str) -> None:
+        conns = self._by_conversation.get(conversation_id)
+        if not conns:
+            return
+        seq = event.get("seq")
+        for conn in list(conns):
+            if seq is None:  # ephemeral (typing): no order, no replay
+                conn.send_text(text)
+            else:
+                conn.offer(conversation_id, int(str(seq)), text)
+
+    async def _membership_changed(self, user_id: int, event: dict[str, object], text: str) -> None:
+        conversation_id = int(str(event["conversation_id"]))
+        seq = int(str(event["seq"]))
+        conns = list(self._by_user.get(user_id, ()))
+        if event["type"] in (EventType.CONVERSATION_CREATED, EventType.MEMBER_JOINED):
+            for conn in conns:
+                conn.follow(conversation_id, seq - 1)
+                self._by_conversation[conversation_id].add(conn)
+                conn.offer(conversation_id, seq, text)
+            await self._subscribe([conversation_channel(conversation_id)])
+        elif event["type"] == EventType.MEMBER_LEFT:
+            gone: list[str] = []
+            for conn in conns:
+                conn.offer(conversation_id, seq, text)  # tell the leaver, then stop
+                conn.unfollow(conversation_id)
+                gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
+            await self._unsubscribe(gone)
+
+    # -- gap filling -----------------------------------------------------------------------
+    async def fill_gap(
+        self, user: User, conversation_id: int, after_seq: int
+    ) -> list[tuple[int, str]] | None:
+        """The stored events after ``after_seq`` (see ``ClientConnection`` for why)."""
+        try:
+            result = await replay(self._deps, user, conversation_id, after_seq)
+        except DomainError:
+            return []  # no longer a member: nothing more to deliver
+        if result.resync:
+            return None
+        return [(int(orjson.loads(raw)["seq"]), raw.decode()) for raw in result.events]

@@ -1,0 +1,46 @@
+"""The relay service: outbox → event log.
+
+Consumes committed outbox rows from the store (woken by ``relay:wakeup`` on pub/sub, polling
+as a safety net); produces records on ``parley.conversation-events.v1`` keyed by conversation
+id. See ``parley.runtime.relay.OutboxRelay`` for the ordering and delivery guarantees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from parley.composition import Parley
+from parley.runtime.http import health_router
+from parley.runtime.relay import OutboxRelay
+
+
+def build_relay(parley: Parley) -> OutboxRelay:
+    s = parley.settings
+    return OutboxRelay(
+        parley.store,
+        parley.event_log,
+        parley.pubsub,
+        topic=s.events_topic,
+        batch_size=s.relay_batch_size,
+        poll_interval=s.relay_poll_interval,
+    )
+
+
+def create_app(parley: Parley) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await parley.start("store", "event_log", "pubsub")
+        relay = build_relay(parley)
+        relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await parley.close()
+
+    app = FastAPI(title="Parley relay", lifespan=lifespan)
+    app.include_router(health_router(parley.readiness))
+    return app
