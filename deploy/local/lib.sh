@@ -131,8 +131,12 @@ spawn() {
   rm -f "$pidf"
   local launcher=()
   command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+  # the child closes every inherited descriptor above 2 (lock files, callers' pipes) so
+  # that a long-lived engine never holds a lock or keeps a CI log pipe open
   # shellcheck disable=SC2016
-  "${launcher[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" "$@" </dev/null >>"$logf" 2>&1 &
+  "${launcher[@]}" bash -c '
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"; done 2>/dev/null
+    echo $$ >"$0"; exec "$@"' "$pidf" "$@" </dev/null >>"$logf" 2>&1 &
   local i=0
   while [ ! -s "$pidf" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
   [ -s "$pidf" ] || die "could not start: $*"

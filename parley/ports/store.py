@@ -93,7 +93,7 @@ class StoreReader(Protocol):
 
     async def unread_counts(self, user_id: int) -> dict[int, int]: ...
 
-    async def iter_messages(self, batch_size: int) -> AsyncIterator[list[Message]]:
+    def iter_messages(self, batch_size: int) -> AsyncIterator[list[Message]]:
         """Every live message, in id order, in batches (used by reindex)."""
         ...
 

@@ -52,6 +52,7 @@ class ClientConnection:
         self._fill_gap = fill_gap
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
 
     # -- outbound ------------------------------------------------------------------------
@@ -94,9 +95,12 @@ class ClientConnection:
         if self._writer:
             self._writer.cancel()
         try:
-            await self.ws.close(code=code, reason=reason[:120])
+            # A peer that stopped reading cannot take the close frame either: don't wait long.
+            await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=1.0)
         except Exception:
             log.debug("close failed", exc_info=True)
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
 
     async def drain_and_stop(self) -> None:
         """Flush what is queued (used before a graceful close)."""

@@ -7,6 +7,7 @@ on this socket (the connection stays open); protocol violations close it (1008 /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -71,7 +72,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             }
         )
         await ephemeral.set_presence(deps, user, "online")
-        await _read_loop(deps, conn)
+        # The read loop is a child task so closing a connection from elsewhere (slow consumer,
+        # shutdown) can stop it without cancelling the ASGI handler itself.
+        conn.reader = asyncio.create_task(_read_loop(deps, conn))
+        with contextlib.suppress(asyncio.CancelledError):
+            await conn.reader
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError
     finally:
         await hub.unregister(conn)
         await conn.close(1000, "bye")

@@ -8,6 +8,7 @@ so reads poll until the expected records arrived or a deadline passed.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from tests.engines import engine_url
 
 PARTITIONS = 4
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]  # where ``parley`` is importable from
 DEADLINE = 30.0  # seconds; generous for a Kafka group join, never reached when things work
 
 
@@ -280,6 +282,55 @@ async def test_embedded_log_keeps_records_and_committed_offsets_across_a_restart
     assert sorted(values(again)) == sorted([b"k-3", b"k-4", b"other-0", b"other-1", b"other-2"])
     assert newest[0].value == b"new-k-0" and newest[0].offset == 5
     assert len(everything) == 9
+
+
+_PUBLISH_UNTIL_KILLED = """
+import asyncio, sys
+from pathlib import Path
+from parley.adapters.eventlog.embedded import EmbeddedEventLog
+from parley.ports.eventlog import OutgoingRecord
+
+async def main() -> None:
+    log = EmbeddedEventLog(Path(sys.argv[1]), default_partitions=4)
+    await log.start()
+    for batch in range(100_000):
+        await log.publish("events", [OutgoingRecord(key=b"k%d" % i, value=b"%d" % batch) for i in range(10)])
+        print(batch, flush=True)  # acknowledged
+
+asyncio.run(main())
+"""
+
+
+async def test_embedded_log_loses_no_acknowledged_record_when_the_process_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "eventlog.sqlite3"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _PUBLISH_UNTIL_KILLED,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPOSITORY_ROOT,
+    )
+    assert process.stdout is not None
+    acknowledged = -1
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while acknowledged < 50:
+                acknowledged = int(await process.stdout.readline())
+    finally:
+        process.kill()  # SIGKILL: no close(), no flush, mid-transaction
+        await process.wait()
+
+    log = EmbeddedEventLog(path, default_partitions=PARTITIONS)
+    await log.start()
+    try:
+        consumer = await started(log.consumer("events", "check"))
+        stored = await poll_until(consumer, (acknowledged + 1) * 10)
+        await consumer.close()
+    finally:
+        await log.close()
+    batches = {int(r.value) for r in stored}
+    assert set(range(acknowledged + 1)) <= batches
 
 
 async def test_embedded_log_refuses_a_second_process_on_the_same_file(tmp_path: Path) -> None:

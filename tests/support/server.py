@@ -26,6 +26,7 @@ class RunningServer:
     url: str
     ws_url: str
     parley: Parley
+    app: Any
     server: uvicorn.Server
     task: asyncio.Task[None]
     data_dir: Path
@@ -53,4 +54,6 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
         await asyncio.sleep(0.05)
     else:
         raise RuntimeError("server did not start")
-    return RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", parley, server, task, data_dir)
+    return RunningServer(
+        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", parley, app, server, task, data_dir
+    )

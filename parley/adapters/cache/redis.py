@@ -105,7 +105,7 @@ local watermark = tonumber(meta[1])
 if watermark >= seq then
     return 0  -- already applied: a redelivered event
 end
-if false and watermark ~= seq - 1 or redis.call('LLEN', KEYS[2]) ~= tonumber(meta[2]) then
+if watermark ~= seq - 1 or redis.call('LLEN', KEYS[2]) ~= tonumber(meta[2]) then
     redis.call('DEL', KEYS[1], KEYS[2])  -- a gap: the entry can no longer vouch for completeness
     return 0
 end

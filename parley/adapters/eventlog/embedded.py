@@ -128,6 +128,15 @@ def _decode_headers(blob: bytes | None) -> tuple[tuple[str, bytes], ...]:
     return tuple(headers)
 
 
+def _check_outgoing(record: OutgoingRecord) -> None:
+    """Refuse, in the caller, what Kafka's client would refuse: keys and values are bytes."""
+    if not isinstance(record.key, bytes) or not isinstance(record.value, bytes):
+        raise TypeError("event log keys and values must be bytes (serialize before publishing)")
+    for name, value in record.headers:
+        if not isinstance(name, str) or not isinstance(value, bytes):
+            raise TypeError("event log headers must be (str, bytes) pairs")
+
+
 # --- in-memory state --------------------------------------------------------------------------
 
 
@@ -234,6 +243,8 @@ class EmbeddedEventLog:
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
         self._members: set[tuple[str, str]] = set()
+        # Bumped by every start(): members of an earlier session are closed with it.
+        self.session = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -259,18 +270,25 @@ class EmbeddedEventLog:
             await self._close_connections()
             raise
         self._closing = False
+        self.session += 1
         self._writer_task = asyncio.create_task(self._write_loop(), name="embedded-eventlog-writer")
 
     async def close(self) -> None:
-        if self._writer_task is not None:
-            # Finish what callers are already waiting for before the connections go.
-            self._closing = True
-            self._jobs_waiting.set()
-            await self._writer_task
+        try:
+            if self._writer_task is not None:
+                # Finish what callers are already waiting for before the connections go.
+                self._closing = True
+                self._jobs_waiting.set()
+                await self._writer_task
+        finally:
             self._writer_task = None
-        await self._close_connections()
-        for event in self._new_records.values():
-            event.set()  # wake waiting consumers so they notice the log is closed
+            await self._close_connections()
+            self._members.clear()
+            # Wake waiting consumers so they notice the log is closed; a later start() arms
+            # fresh events.
+            events, self._new_records = self._new_records, {}
+            for event in events.values():
+                event.set()
 
     async def _close_connections(self) -> None:
         for connection in (self._reader, self._writer):
@@ -343,6 +361,8 @@ class EmbeddedEventLog:
         """
         if not records:
             return
+        for record in records:
+            _check_outgoing(record)
         await self._enqueue(lambda done: _PublishJob(topic, records, done))
 
     async def _commit_offsets(self, group: str, topic: str, next_offsets: dict[int, int]) -> None:
@@ -377,18 +397,9 @@ class EmbeddedEventLog:
 
     async def _write_jobs(self, jobs: list[_PublishJob | _CommitJob]) -> None:
         """Write every queued job in one transaction, then make the records visible."""
-        plan = self._plan(jobs)
-        statements = self._topic_statements(plan.new_topics) if plan.new_topics else []
-        statements.append((_INSERT_RECORD, plan.record_rows))
-        statements.append(
-            (
-                "UPDATE partitions SET log_end = ? WHERE topic = ? AND partition = ?",
-                [(end, topic, p) for (topic, p), end in plan.next_offset.items()],
-            )
-        )
-        statements.append((_UPSERT_OFFSET, plan.offset_rows))
         try:
-            await self._transaction(statements)
+            plan = self._plan(jobs)
+            await self._transaction(self._statements(plan))
         except BaseException as error:
             failure = error if isinstance(error, Exception) else EventLogClosedError("writer stopped")
             for job in jobs:
@@ -406,6 +417,18 @@ class EmbeddedEventLog:
         for job in jobs:
             if not job.done.done():
                 job.done.set_result(None)
+
+    def _statements(self, plan: _WritePlan) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        statements = self._topic_statements(plan.new_topics) if plan.new_topics else []
+        statements.append((_INSERT_RECORD, plan.record_rows))
+        statements.append(
+            (
+                "UPDATE partitions SET log_end = ? WHERE topic = ? AND partition = ?",
+                [(end, topic, p) for (topic, p), end in plan.next_offset.items()],
+            )
+        )
+        statements.append((_UPSERT_OFFSET, [tuple(row) for row in plan.offset_rows]))
+        return statements
 
     def _plan(self, jobs: list[_PublishJob | _CommitJob]) -> _WritePlan:
         plan = _WritePlan()
@@ -516,25 +539,29 @@ class EmbeddedEventLog:
                 f"consumer group {group!r} already has a member on {topic!r}; the embedded event "
                 "log allows one member per group (one process only)"
             )
-        if topic not in self._topics:
-            await self.ensure_topic(topic, self.default_partitions)
-        partitions = self._topics[topic]
-        async with self._write_lock:
-            await self._transaction(
-                [
-                    (
-                        "INSERT OR IGNORE INTO group_offsets (group_id, topic, partition, next_offset) "
-                        "VALUES (?, ?, ?, ?)",
-                        [(group, topic, p, part.log_start) for p, part in enumerate(partitions)],
-                    )
-                ]
+        self._members.add((group, topic))  # before any await: a concurrent start must fail
+        try:
+            if topic not in self._topics:
+                await self.ensure_topic(topic, self.default_partitions)
+            partitions = self._topics[topic]
+            async with self._write_lock:
+                await self._transaction(
+                    [
+                        (
+                            "INSERT OR IGNORE INTO group_offsets (group_id, topic, partition, next_offset) "
+                            "VALUES (?, ?, ?, ?)",
+                            [(group, topic, p, part.log_start) for p, part in enumerate(partitions)],
+                        )
+                    ]
+                )
+            rows = await self._read_connection().execute_fetchall(
+                "SELECT partition, next_offset FROM group_offsets WHERE group_id = ? AND topic = ?",
+                (group, topic),
             )
-        rows = await self._read_connection().execute_fetchall(
-            "SELECT partition, next_offset FROM group_offsets WHERE group_id = ? AND topic = ?",
-            (group, topic),
-        )
+        except BaseException:
+            self._members.discard((group, topic))
+            raise
         committed = {p: offset for p, offset in rows}
-        self._members.add((group, topic))
         return [committed.get(p, part.log_start) for p, part in enumerate(partitions)]
 
     def _leave(self, group: str, topic: str) -> None:
@@ -589,11 +616,13 @@ class EmbeddedLogConsumer:
         self.topic = topic
         self.group = group
         self._positions: list[int] | None = None
+        self._session = 0
         self._first_partition = 0
 
     async def start(self) -> None:
         if self._positions is None:
             self._positions = await self._log._join(self.group, self.topic)
+            self._session = self._log.session
 
     async def poll(self, max_records: int, timeout: float) -> list[Record]:  # noqa: ASYNC109 (the port)
         positions = self._joined_positions()
@@ -635,13 +664,14 @@ class EmbeddedLogConsumer:
         # Like Kafka with auto-commit off: closing commits nothing, the next member re-reads.
         if self._positions is not None:
             self._positions = None
-            self._log._leave(self.group, self.topic)
+            if self._session == self._log.session:
+                self._log._leave(self.group, self.topic)
 
     def _joined_positions(self) -> list[int]:
         if self._positions is None:
             raise RuntimeError(f"consumer of group {self.group!r} is not started (or was closed)")
-        if self._log._writer is None:
-            raise EventLogClosedError("the embedded event log is closed")
+        if self._log._writer is None or self._session != self._log.session:
+            raise EventLogClosedError("the embedded event log was closed since this consumer started")
         return self._positions
 
 

@@ -28,6 +28,8 @@ class MemorySubscription:
         self._channels: set[str] = set()
 
     async def subscribe(self, *channels: str) -> None:
+        if self._queue.closed:
+            raise RuntimeError("subscription is closed")
         for channel in channels:
             self._channels.add(channel)
             self._hub._attach(channel, self)

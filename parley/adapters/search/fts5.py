@@ -19,12 +19,12 @@ import asyncio
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from parley.adapters.search import from_epoch_ms, to_epoch_ms
 from parley.ports.search import (
     HIGHLIGHT_END,
     HIGHLIGHT_START,
@@ -34,9 +34,6 @@ from parley.ports.search import (
     SearchQuery,
     SearchResult,
 )
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 # Schema. ``message_id`` is the rowid of both tables, which is what lets the FTS5 table be an
 # external-content index of ``search_messages``. The triggers are the documented FTS5 recipe:
@@ -95,17 +92,6 @@ WHERE (conversation_id, workspace_id, user_id, created_at, thread_root_id, text)
 _WORD = re.compile(r"\S+")
 
 
-def to_epoch_ms(moment: datetime) -> int:
-    """Exact milliseconds since the epoch; a naive datetime is taken to be UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _ONE_MS
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    return _EPOCH + ms * _ONE_MS
-
-
 def fts5_match_expression(text: str) -> str | None:
     """Turn what a user typed into an FTS5 query that means "all these words".
 
@@ -114,9 +100,10 @@ def fts5_match_expression(text: str) -> str | None:
     and column filters are just words. A quoted word that the tokenizer splits ("don't",
     "e-mail") becomes a phrase, which is what the user meant. A word with no token at all
     (punctuation, emoji) is an empty phrase, which FTS5 ignores inside an implicit AND.
-    Returns None when there is no word at all: nothing can match.
+    FTS5 reads the query as a C string, so a NUL would cut it short (an unterminated quote):
+    NUL counts as a space. Returns None when there is no word at all: nothing can match.
     """
-    words = _WORD.findall(text)
+    words = _WORD.findall(text.replace("\x00", " "))
     if not words:
         return None
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import and_, delete, event, func, insert, select, text, update
@@ -37,7 +37,7 @@ from parley.domain.models import (
     Workspace,
     WorkspaceMember,
 )
-from parley.ports.store import Invite, Membership, OutboxRow
+from parley.ports.store import Invite, Membership, OutboxRow, Store, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -653,4 +653,6 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-__all__ = ["SqlSession", "SqlStore"]
+if TYPE_CHECKING:  # SqlStore must satisfy the port (checked by mypy, like a Go interface assertion)
+    _store: Store = SqlStore("sqlite+aiosqlite:///:memory:")
+    _writer: StoreWriter = SqlSession(cast(AsyncConnection, None))

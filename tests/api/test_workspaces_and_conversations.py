@@ -1,0 +1,72 @@
+"""Workspaces, invites, channels, DMs, membership, and who can see what."""
+
+from __future__ import annotations
+
+from tests.support.clients import ApiUser
+from tests.support.server import RunningServer
+from tests.support.world import make_world
+
+
+async def test_invite_code_lets_a_user_join_a_workspace(server: RunningServer) -> None:
+    owner, guest = await ApiUser.signup(server.url), await ApiUser.signup(server.url)
+    ws = await owner.post("/workspaces", {"name": "Acme Inc"}, expect=201)
+    assert ws["slug"] == "acme-inc"
+    await guest.get(f"/workspaces/{ws['id']}", expect=404)
+    invite = await owner.post(f"/workspaces/{ws['id']}/invites", expect=201)
+    await guest.post("/workspaces/join", {"code": invite["code"]}, expect=200)
+    members = await guest.get(f"/workspaces/{ws['id']}/members")
+    assert {m["user"]["username"] for m in members} == {owner.username, guest.username}
+    assert {m["role"] for m in members} == {"owner", "member"}
+    await guest.post("/workspaces/join", {"code": "bogus"}, expect=404)
+
+
+async def test_channel_names_are_unique_per_workspace(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    owner = world.users[0]
+    r = await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "general"}, expect=409)
+    assert r["error"]["code"] == "name_taken"
+    await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "Bad Name"}, expect=422)
+    await world.close()
+
+
+async def test_public_channel_is_listed_and_joinable_private_is_invisible(server: RunningServer) -> None:
+    world = await make_world(server.url, 2)
+    owner, other = world.users
+    private = await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201)
+    public = await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "random"}, expect=201)
+    listed = await other.get(f"/workspaces/{world.workspace_id}/conversations")
+    names = {c["conversation"]["name"]: c["is_member"] for c in listed}
+    assert names.get("random") is False and "secret" not in names
+    await other.get(f"/conversations/{private['id']}", expect=404)
+    await other.post(f"/conversations/{private['id']}/join", expect=404)
+    await other.post(f"/conversations/{public['id']}/join", expect=200)
+    members = await owner.get(f"/conversations/{public['id']}/members")
+    assert {m["username"] for m in members} == {owner.username, other.username}
+    r = await other.http.post(f"/api/v1/conversations/{public['id']}/leave")
+    assert r.status_code == 204
+    await other.get(f"/conversations/{public['id']}/messages", expect=403)
+    await world.close()
+
+
+async def test_dm_is_opened_once_per_pair_and_group_dm_per_set(server: RunningServer) -> None:
+    world = await make_world(server.url, 3)
+    a, b, c = world.users
+    dm1 = await a.post(f"/workspaces/{world.workspace_id}/dms", {"user_ids": [b.id]}, expect=200)
+    dm2 = await b.post(f"/workspaces/{world.workspace_id}/dms", {"user_ids": [a.id]}, expect=200)
+    group = await a.post(f"/workspaces/{world.workspace_id}/dms", {"user_ids": [b.id, c.id]}, expect=200)
+    assert dm1["id"] == dm2["id"] and dm1["kind"] == "dm"
+    assert group["kind"] == "group_dm" and group["id"] != dm1["id"]
+    await c.get(f"/conversations/{dm1['id']}/messages", expect=404)
+    await a.post(f"/conversations/{dm1['id']}/leave", expect=403)
+    await world.close()
+
+
+async def test_another_workspace_is_invisible(server: RunningServer) -> None:
+    world = await make_world(server.url, 2)
+    stranger = await ApiUser.signup(server.url)
+    await stranger.get(f"/workspaces/{world.workspace_id}", expect=404)
+    await stranger.get(f"/workspaces/{world.workspace_id}/conversations", expect=404)
+    await stranger.get(f"/conversations/{world.channel_id}", expect=404)
+    await stranger.post(f"/conversations/{world.channel_id}/join", expect=404)
+    await stranger.post(f"/workspaces/{world.workspace_id}/channels", {"name": "mine"}, expect=404)
+    await world.close()
