@@ -1,5 +1,10 @@
-"""Shared fixtures: a real Parley all-in-one server on a free loopback port (real sockets,
-real uvicorn), and small clients for its REST API and WebSocket."""
+"""Shared fixtures.
+
+``server`` is a real Parley all-in-one on a free loopback port (real uvicorn, real sockets),
+run once per mode: ``embedded`` (SQLite, in-process log, memory pub/sub, FTS5) and ``engines``
+(MariaDB/MySQL, Kafka, Redis, Elasticsearch from ``PARLEY_TEST_*`` URLs). The same tests, the
+same assertions, in both modes.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import RunningServer, start_server
+from tests.support.engines import engine_overrides
+from tests.support.server import RunningServer, start_server, wait_until_flowing
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(tmp_path / "data")
-    try:
-        yield running
-    finally:
-        await running.stop()
+@pytest.fixture(params=["embedded", "engines"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    if request.param == "embedded":
+        running = await start_server(tmp_path / "data")
+        try:
+            yield running
+        finally:
+            await running.stop()
+        return
+    with engine_overrides() as overrides:
+        running = await start_server(tmp_path / "data", **overrides)
+        try:
+            await wait_until_flowing(running)
+            yield running
+        finally:
+            await running.stop()
+            await _drop_search_index(running)
+
+
+async def _drop_search_index(running: RunningServer) -> None:
+    search = running.parley.search
+    drop = getattr(search, "drop", None)
+    if drop is not None:
+        await search.start()
+        try:
+            await drop()
+        finally:
+            await search.close()

@@ -42,6 +42,10 @@ class LogConsumer(Protocol):
         """Mark everything up to and including these records as processed for the group."""
         ...
 
+    def assignment(self) -> frozenset[int]:
+        """The partitions this member currently owns (empty until the group gave it any)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from parley.domain.events import Event
-from parley.ports.eventlog import EventLog, OutgoingRecord, Record
+from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from parley.runtime import metrics
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,11 @@ class ConsumerRunner:
         self._attempts = attempts
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self.ready = asyncio.Event()
+        self._consumer: LogConsumer | None = None
+
+    def assigned(self) -> bool:
+        """True once this member owns partitions (tests and readiness wait for it)."""
+        return self._consumer is not None and bool(self._consumer.assignment())
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._handler.group}")
@@ -72,7 +76,7 @@ class ConsumerRunner:
     async def _consume(self) -> None:
         consumer = self._log.consumer(self._topic, self._handler.group)
         await consumer.start()
-        self.ready.set()
+        self._consumer = consumer
         try:
             while not self._stopping.is_set():
                 records = await consumer.poll(self._max_records, timeout=0.5)
@@ -82,6 +86,7 @@ class ConsumerRunner:
                 await consumer.commit(records)
                 metrics.CONSUMED.labels(self._handler.group).inc(len(records))
         finally:
+            self._consumer = None
             await consumer.close()
 
     async def _process(self, records: Sequence[Record]) -> None:

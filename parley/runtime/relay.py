@@ -11,6 +11,7 @@ latency is one round trip, with a poll as the safety net.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from parley.ports.eventlog import EventLog, OutgoingRecord
@@ -86,10 +87,8 @@ class OutboxRelay:
             if published >= self._batch_size:
                 continue  # more waiting: no sleep
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-            except TimeoutError:
-                pass
 
     async def publish_pending(self) -> int:
         """One pass: publish up to a batch of unpublished rows, then mark them published."""

@@ -43,8 +43,12 @@ async def test_username_is_unique_and_validated(server: RunningServer) -> None:
 
 async def test_forged_expired_and_revoked_tokens_are_refused(server: RunningServer) -> None:
     user = await ApiUser.signup(server.url)
-    forged = jwt.encode({"sub": user.id, "jti": "x", "exp": datetime.now(UTC) + timedelta(hours=1)}, "other-secret-" * 4)
-    expired = jwt.encode({"sub": user.id, "jti": "y", "exp": datetime.now(UTC) - timedelta(seconds=1)}, DEV_SECRET)
+    forged = jwt.encode(
+        {"sub": user.id, "jti": "x", "exp": datetime.now(UTC) + timedelta(hours=1)}, "other-secret-" * 4
+    )
+    expired = jwt.encode(
+        {"sub": user.id, "jti": "y", "exp": datetime.now(UTC) - timedelta(seconds=1)}, DEV_SECRET
+    )
     async with httpx.AsyncClient(base_url=server.url) as http:
         for token in (forged, expired, "not-a-jwt"):
             r = await http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})

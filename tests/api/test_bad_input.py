@@ -73,7 +73,9 @@ async def test_non_members_cannot_post_or_read(server: RunningServer) -> None:
     await carol.post(f"/conversations/{world.channel_id}/leave", expect=None)
     r = await carol.http.post(f"/api/v1/conversations/{world.channel_id}/messages", json={"text": "sneaky"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "not_in_channel"
-    private = await alice.post(f"/workspaces/{world.workspace_id}/channels", {"name": "p", "private": True}, expect=201)
+    private = await alice.post(
+        f"/workspaces/{world.workspace_id}/channels", {"name": "p", "private": True}, expect=201
+    )
     r = await bob.http.post(f"/api/v1/conversations/{private['id']}/messages", json={"text": "sneaky"})
     assert r.status_code == 404
     r = await bob.http.get(f"/api/v1/conversations/{private['id']}/messages")

@@ -9,10 +9,15 @@ from tests.support.world import make_world
 async def test_history_pages_backwards_and_forwards_by_seq(server: RunningServer) -> None:
     world = await make_world(server.url)
     alice = world.users[0]
-    sent = [await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"m{i}"}, expect=201) for i in range(7)]
+    sent = [
+        await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"m{i}"}, expect=201)
+        for i in range(7)
+    ]
     page = await alice.get(f"/conversations/{world.channel_id}/messages", {"limit": 3})
     assert [m["text"] for m in page["messages"]] == ["m6", "m5", "m4"] and page["has_more"]
-    older = await alice.get(f"/conversations/{world.channel_id}/messages", {"limit": 3, "before": page["messages"][-1]["seq"]})
+    older = await alice.get(
+        f"/conversations/{world.channel_id}/messages", {"limit": 3, "before": page["messages"][-1]["seq"]}
+    )
     assert [m["text"] for m in older["messages"]] == ["m3", "m2", "m1"]
     newer = await alice.get(f"/conversations/{world.channel_id}/messages", {"after": sent[4]["seq"]})
     assert [m["text"] for m in newer["messages"]] == ["m5", "m6"] and not newer["has_more"]
@@ -44,14 +49,20 @@ async def test_thread_replies_count_and_list(server: RunningServer) -> None:
     alice, bob = world.users
     root = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "question?"}, expect=201)
     for text in ("a1", "a2"):
-        await bob.post(f"/conversations/{world.channel_id}/messages", {"text": text, "thread_root_id": root["id"]}, expect=201)
+        await bob.post(
+            f"/conversations/{world.channel_id}/messages",
+            {"text": text, "thread_root_id": root["id"]},
+            expect=201,
+        )
     thread = await alice.get(f"/messages/{root['id']}/replies")
     assert thread["root"]["reply_count"] == 2
     assert [m["text"] for m in thread["replies"]] == ["a1", "a2"]
     top = await alice.get(f"/conversations/{world.channel_id}/messages")
     assert [m["text"] for m in top["messages"]] == ["question?"], "replies stay out of the channel's history"
     reply_id = thread["replies"][0]["id"]
-    r = await bob.post(f"/conversations/{world.channel_id}/messages", {"text": "nested", "thread_root_id": reply_id})
+    r = await bob.post(
+        f"/conversations/{world.channel_id}/messages", {"text": "nested", "thread_root_id": reply_id}
+    )
     assert r["error"]["code"] == "not_a_thread_root"
     await world.close()
 
@@ -60,7 +71,9 @@ async def test_reactions_toggle_once_per_user_and_emoji(server: RunningServer) -
     world = await make_world(server.url)
     alice, bob = world.users
     msg = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "ship it"}, expect=201)
-    assert (await bob.http.post(f"/api/v1/messages/{msg['id']}/reactions", json={"emoji": ":rocket:"})).status_code == 204
+    assert (
+        await bob.http.post(f"/api/v1/messages/{msg['id']}/reactions", json={"emoji": ":rocket:"})
+    ).status_code == 204
     again = await bob.http.post(f"/api/v1/messages/{msg['id']}/reactions", json={"emoji": "rocket"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_reacted"
     await alice.post(f"/messages/{msg['id']}/reactions", {"emoji": "rocket"}, expect=204)
@@ -88,15 +101,22 @@ async def test_mentions_are_parsed_into_the_message(server: RunningServer) -> No
 async def test_unread_counts_follow_read_markers(server: RunningServer) -> None:
     world = await make_world(server.url)
     alice, bob = world.users
-    sent = [await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"n{i}"}, expect=201) for i in range(3)]
+    sent = [
+        await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"n{i}"}, expect=201)
+        for i in range(3)
+    ]
     conv = await bob.get(f"/conversations/{world.channel_id}")
     assert conv["unread_count"] == 3
-    assert (await alice.get(f"/conversations/{world.channel_id}"))["unread_count"] == 0, "own messages are read"
+    assert (await alice.get(f"/conversations/{world.channel_id}"))["unread_count"] == 0, (
+        "own messages are read"
+    )
     marker = await bob.post(f"/conversations/{world.channel_id}/read", {"seq": sent[1]["seq"]})
     assert marker["last_read_seq"] == sent[1]["seq"]
     assert (await bob.get(f"/conversations/{world.channel_id}"))["unread_count"] == 1
     await bob.post(f"/conversations/{world.channel_id}/read", {"seq": 1})
-    assert (await bob.get(f"/conversations/{world.channel_id}"))["unread_count"] == 1, "markers never move back"
+    assert (await bob.get(f"/conversations/{world.channel_id}"))["unread_count"] == 1, (
+        "markers never move back"
+    )
     listed = await bob.get(f"/workspaces/{world.workspace_id}/conversations")
     assert next(c for c in listed if c["conversation"]["id"] == world.channel_id)["unread_count"] == 1
     await world.close()

@@ -12,7 +12,9 @@ from tests.support.world import make_world
 async def test_search_finds_highlights_and_filters(server: RunningServer) -> None:
     world = await make_world(server.url)
     alice, bob = world.users
-    await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "the deploy <b>failed</b> again"}, expect=201)
+    await alice.post(
+        f"/conversations/{world.channel_id}/messages", {"text": "the deploy <b>failed</b> again"}, expect=201
+    )
     await bob.post(f"/conversations/{world.channel_id}/messages", {"text": "deploy fixed"}, expect=201)
     await bob.post(f"/conversations/{world.channel_id}/messages", {"text": "lunch?"}, expect=201)
 
@@ -35,7 +37,9 @@ async def test_search_finds_highlights_and_filters(server: RunningServer) -> Non
 async def test_search_never_returns_messages_of_conversations_you_are_not_in(server: RunningServer) -> None:
     world = await make_world(server.url, 3)
     alice, bob, carol = world.users
-    secret = await alice.post(f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201)
+    secret = await alice.post(
+        f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201
+    )
     await alice.post(f"/conversations/{secret['id']}/members", {"user_id": bob.id}, expect=200)
     await alice.post(f"/conversations/{secret['id']}/messages", {"text": "launch codes zebra"}, expect=201)
     await eventually(lambda: bob.get("/search", {"q": "zebra"}), lambda r: r["total"] == 1)
@@ -48,7 +52,9 @@ async def test_search_never_returns_messages_of_conversations_you_are_not_in(ser
 async def test_edits_and_deletes_reach_the_index(server: RunningServer) -> None:
     world = await make_world(server.url)
     alice = world.users[0]
-    msg = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "original walrus"}, expect=201)
+    msg = await alice.post(
+        f"/conversations/{world.channel_id}/messages", {"text": "original walrus"}, expect=201
+    )
     await eventually(lambda: alice.get("/search", {"q": "walrus"}), lambda r: r["total"] == 1)
     await alice.http.patch(f"/api/v1/messages/{msg['id']}", json={"text": "edited narwhal"})
     await eventually(lambda: alice.get("/search", {"q": "narwhal"}), lambda r: r["total"] == 1)

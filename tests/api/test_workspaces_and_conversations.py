@@ -32,7 +32,9 @@ async def test_channel_names_are_unique_per_workspace(server: RunningServer) -> 
 async def test_public_channel_is_listed_and_joinable_private_is_invisible(server: RunningServer) -> None:
     world = await make_world(server.url, 2)
     owner, other = world.users
-    private = await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201)
+    private = await owner.post(
+        f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201
+    )
     public = await owner.post(f"/workspaces/{world.workspace_id}/channels", {"name": "random"}, expect=201)
     listed = await other.get(f"/workspaces/{world.workspace_id}/conversations")
     names = {c["conversation"]["name"]: c["is_member"] for c in listed}

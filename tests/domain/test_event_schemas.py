@@ -33,9 +33,16 @@ async def test_events_on_the_wire_match_their_schemas(server: RunningServer) -> 
             PAYLOAD_SCHEMAS[event.type].model_validate(event.data)
             seen.add(event.type)
     assert seen >= {
-        EventType.MESSAGE_CREATED, EventType.MESSAGE_EDITED, EventType.MESSAGE_DELETED, EventType.REACTION_ADDED,
-        EventType.REACTION_REMOVED, EventType.MEMBER_JOINED, EventType.MEMBER_LEFT, EventType.TYPING,
-        EventType.PRESENCE, EventType.CONVERSATION_CREATED,
+        EventType.MESSAGE_CREATED,
+        EventType.MESSAGE_EDITED,
+        EventType.MESSAGE_DELETED,
+        EventType.REACTION_ADDED,
+        EventType.REACTION_REMOVED,
+        EventType.MEMBER_JOINED,
+        EventType.MEMBER_LEFT,
+        EventType.TYPING,
+        EventType.PRESENCE,
+        EventType.CONVERSATION_CREATED,
     }
     await a.close()
     await b.close()

@@ -35,7 +35,12 @@ async def test_history_search_and_stream_survive_a_restart(tmp_path: Path) -> No
     server = await start_server(tmp_path / "data")
     world = await make_world(server.url)
     alice, bob = world.users
-    sent = [await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"durable kiwi {i}"}, expect=201) for i in range(20)]
+    sent = [
+        await alice.post(
+            f"/conversations/{world.channel_id}/messages", {"text": f"durable kiwi {i}"}, expect=201
+        )
+        for i in range(20)
+    ]
     await server.stop()
 
     server = await start_server(tmp_path / "data")
@@ -44,7 +49,9 @@ async def test_history_search_and_stream_survive_a_restart(tmp_path: Path) -> No
             u.http.base_url = server.url
         history = await _all_history(bob, world.channel_id)
         assert sorted(m["id"] for m in history) == sorted(m["id"] for m in sent)
-        result = await eventually(lambda: bob.get("/search", {"q": "kiwi", "limit": 50}), lambda r: r["total"] == 20)
+        result = await eventually(
+            lambda: bob.get("/search", {"q": "kiwi", "limit": 50}), lambda r: r["total"] == 20
+        )
         assert len(result["matches"]) == 20
         b = await WsClient.connect(server.ws_url, bob.token)
         await b.wait_for(lambda f: f["type"] == "hello")
@@ -69,8 +76,15 @@ async def test_every_acknowledged_message_survives_sigkill_mid_stream(tmp_path: 
         n = 0
         with contextlib.suppress(Exception):
             while True:
-                await sender.send({"type": "send", "id": n, "conversation_id": world.channel_id,
-                                   "text": f"crash mango {n}", "client_msg_id": f"crash-{n}"})
+                await sender.send(
+                    {
+                        "type": "send",
+                        "id": n,
+                        "conversation_id": world.channel_id,
+                        "text": f"crash mango {n}",
+                        "client_msg_id": f"crash-{n}",
+                    }
+                )
                 n += 1
                 await asyncio.sleep(0.002)
 
@@ -92,11 +106,16 @@ async def test_every_acknowledged_message_survives_sigkill_mid_stream(tmp_path: 
         assert acked <= set(ids), f"{len(acked - set(ids))} acknowledged messages lost"
         # Unpublished outbox rows were relayed after the restart, so the indexer saw them all.
         result = await eventually(
-            lambda: bob.get("/search", {"q": "mango", "limit": 1}), lambda r: r["total"] == len(ids), timeout=20
+            lambda: bob.get("/search", {"q": "mango", "limit": 1}),
+            lambda r: r["total"] == len(ids),
+            timeout=20,
         )
         assert result["total"] == len(ids)
         # Retrying an acknowledged send after the crash returns the stored message.
-        retry = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "crash mango 0", "client_msg_id": "crash-0"})
+        retry = await alice.post(
+            f"/conversations/{world.channel_id}/messages",
+            {"text": "crash mango 0", "client_msg_id": "crash-0"},
+        )
         assert retry["id"] in acked
     finally:
         await sender.close()

@@ -20,11 +20,28 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(server: R
         (json.dumps([1, 2]), "unknown_type"),
         (json.dumps({"type": "launch_missiles"}), "unknown_type"),
         (json.dumps({"type": "send", "id": "x1"}), "invalid_frame"),
-        (json.dumps({"type": "send", "id": "x2", "conversation_id": world.channel_id, "text": ""}), "no_text"),
-        (json.dumps({"type": "send", "id": "x3", "conversation_id": world.channel_id, "text": "y" * 40_001}), "msg_too_long"),
-        (json.dumps({"type": "send", "id": "x4", "conversation_id": "999", "text": "hi"}), "channel_not_found"),
-        (json.dumps({"type": "send", "id": "x5", "conversation_id": {"$gt": ""}, "text": "hi"}), "invalid_frame"),
-        (json.dumps({"type": "mark_read", "id": "x6", "conversation_id": world.channel_id, "seq": 10**9}), "invalid_seq"),
+        (
+            json.dumps({"type": "send", "id": "x2", "conversation_id": world.channel_id, "text": ""}),
+            "no_text",
+        ),
+        (
+            json.dumps(
+                {"type": "send", "id": "x3", "conversation_id": world.channel_id, "text": "y" * 40_001}
+            ),
+            "msg_too_long",
+        ),
+        (
+            json.dumps({"type": "send", "id": "x4", "conversation_id": "999", "text": "hi"}),
+            "channel_not_found",
+        ),
+        (
+            json.dumps({"type": "send", "id": "x5", "conversation_id": {"$gt": ""}, "text": "hi"}),
+            "invalid_frame",
+        ),
+        (
+            json.dumps({"type": "mark_read", "id": "x6", "conversation_id": world.channel_id, "seq": 10**9}),
+            "invalid_seq",
+        ),
     ]
     for raw, code in cases:
         errors_before = len(a.of_type("error"))
@@ -53,7 +70,9 @@ async def test_binary_frame_closes_with_1008_and_oversized_frame_with_1009(serve
 
     big = await WsClient.connect(server.ws_url, alice.token)
     await big.wait_for(lambda f: f["type"] == "hello")
-    await big.ws.send(json.dumps({"type": "send", "conversation_id": world.channel_id, "text": "z" * 300_000}))
+    await big.ws.send(
+        json.dumps({"type": "send", "conversation_id": world.channel_id, "text": "z" * 300_000})
+    )
     assert (await big.wait_closed())[0] == 1009
 
     # The well-behaved client did not notice.
@@ -122,4 +141,3 @@ async def test_too_many_sockets_per_user_are_refused(tmp_path) -> None:  # type:
         await world.close()
     finally:
         await server.stop()
-

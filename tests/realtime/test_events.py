@@ -25,7 +25,12 @@ async def test_edit_delete_reaction_and_membership_events_arrive_in_order(server
     await carol.post(f"/conversations/{world.channel_id}/join", expect=200)
     await alice.http.delete(f"/api/v1/messages/{msg['id']}")
     expected = [
-        "message.created", "message.edited", "reaction.added", "reaction.removed", "member.joined", "message.deleted",
+        "message.created",
+        "message.edited",
+        "reaction.added",
+        "reaction.removed",
+        "member.joined",
+        "message.deleted",
     ]
     await b.wait_for(lambda f: f["type"] == "message.deleted")
     persisted = [f for f in b.frames if f.get("seq") is not None]
@@ -40,7 +45,7 @@ async def test_edit_delete_reaction_and_membership_events_arrive_in_order(server
 
 async def test_a_new_member_starts_receiving_at_once_and_a_leaver_stops(server: RunningServer) -> None:
     world = await make_world(server.url, 3)
-    alice, bob, carol = world.users
+    alice, _bob, carol = world.users
     c = await WsClient.connect(server.ws_url, carol.token)
     await c.wait_for(lambda f: f["type"] == "hello")
     room = await alice.post(f"/workspaces/{world.workspace_id}/channels", {"name": "new-room"}, expect=201)
@@ -125,7 +130,9 @@ async def test_resume_from_too_far_back_asks_for_resync(tmp_path) -> None:  # ty
 
 
 async def test_a_client_that_stops_reading_is_closed_without_slowing_others(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = await start_server(tmp_path / "d", send_queue_size=20, rate_limit_burst=10_000, rate_limit_per_second=10_000)
+    server = await start_server(
+        tmp_path / "d", send_queue_size=20, rate_limit_burst=10_000, rate_limit_per_second=10_000
+    )
     try:
         world = await make_world(server.url, 3)
         alice, bob, carol = world.users

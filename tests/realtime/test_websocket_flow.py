@@ -15,7 +15,15 @@ async def test_b_receives_message_sent_by_a_and_a_gets_ack_with_stored_message(s
     await a.wait_for(lambda f: f["type"] == "hello")
     await b.wait_for(lambda f: f["type"] == "hello")
 
-    await a.send({"type": "send", "id": 1, "conversation_id": world.channel_id, "text": "hi bob", "client_msg_id": "c-1"})
+    await a.send(
+        {
+            "type": "send",
+            "id": 1,
+            "conversation_id": world.channel_id,
+            "text": "hi bob",
+            "client_msg_id": "c-1",
+        }
+    )
     ack = await a.wait_for(lambda f: f["type"] == "ack" and f.get("id") == 1)
     event = await b.wait_for(lambda f: f["type"] == "message.created")
 
@@ -37,7 +45,9 @@ async def test_messages_arrive_in_seq_order_exactly_once(server: RunningServer) 
     await listener.wait_for(lambda f: f["type"] == "hello")
     for n in range(30):
         sender = senders[n % 2]
-        await sender.send({"type": "send", "conversation_id": world.channel_id, "text": f"m{n}", "client_msg_id": f"k{n}"})
+        await sender.send(
+            {"type": "send", "conversation_id": world.channel_id, "text": f"m{n}", "client_msg_id": f"k{n}"}
+        )
     await listener.wait_for(lambda f: len(listener.messages_in(world.channel_id)) == 30, timeout=10)
 
     created = [f for f in listener.frames if f["type"] == "message.created"]
@@ -60,7 +70,9 @@ async def test_retry_with_same_client_msg_id_returns_the_same_message(server: Ru
     await a.send({**frame, "id": "second"})
     first = await a.wait_for(lambda f: f.get("id") == "first")
     second = await a.wait_for(lambda f: f.get("id") == "second")
-    rest = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "once", "client_msg_id": "retry-1"})
+    rest = await alice.post(
+        f"/conversations/{world.channel_id}/messages", {"text": "once", "client_msg_id": "retry-1"}
+    )
 
     assert first["message"]["id"] == second["message"]["id"] == rest["id"]
     assert [first["duplicate"], second["duplicate"]].count(False) == 1

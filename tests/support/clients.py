@@ -21,13 +21,17 @@ class ApiUser:
         self.token = token
         self.user = user
         self.id: str = user["id"]
-        self.http = httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
 
     @classmethod
     async def signup(cls, base_url: str, username: str | None = None) -> ApiUser:
         username = username or f"user{next(_names)}"
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-            r = await http.post("/api/v1/auth/signup", json={"username": username, "password": "correct horse"})
+            r = await http.post(
+                "/api/v1/auth/signup", json={"username": username, "password": "correct horse"}
+            )
             r.raise_for_status()
             body = r.json()
         return cls(base_url, username, body["token"], body["user"])

@@ -57,3 +57,15 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     return RunningServer(
         f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", parley, app, server, task, data_dir
     )
+
+
+async def wait_until_flowing(running: RunningServer, timeout: float = 30.0) -> None:
+    """Wait until every consumer group has joined and been given partitions (Kafka assigns
+    them a moment after start): until then an event would sit in the log, not be lost."""
+    runners = running.app.state.runners
+    deadline = asyncio.get_running_loop().time() + timeout
+    for runner in runners:
+        while not runner.assigned():
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("consumers did not get partitions in time")
+            await asyncio.sleep(0.05)

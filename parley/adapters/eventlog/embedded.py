@@ -624,7 +624,10 @@ class EmbeddedLogConsumer:
             self._positions = await self._log._join(self.group, self.topic)
             self._session = self._log.session
 
-    async def poll(self, max_records: int, timeout: float) -> list[Record]:  # noqa: ASYNC109 (the port)
+    def assignment(self) -> frozenset[int]:
+        return frozenset(range(len(self._positions))) if self._positions is not None else frozenset()
+
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:
         positions = self._joined_positions()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -210,7 +210,12 @@ class KafkaLogConsumer:
         await _start_bounded(consumer.start, consumer.stop, what, self.bootstrap, self.connect_timeout)
         self._consumer = consumer
 
-    async def poll(self, max_records: int, timeout: float) -> list[Record]:  # noqa: ASYNC109 (the port)
+    def assignment(self) -> frozenset[int]:
+        if self._consumer is None:
+            return frozenset()
+        return frozenset(tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic)
+
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:
         consumer = self._started()
         batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         return [

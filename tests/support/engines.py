@@ -1,0 +1,56 @@
+"""Settings for a Parley that runs on the real engines, isolated per test: a throwaway MySQL
+database, its own Kafka topics and Elasticsearch index; Redis keys are naturally distinct
+(conversation and user ids are unique)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pymysql
+
+from tests.engines import engine_url
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@contextmanager
+def mysql_database(base_url: str) -> Iterator[str]:
+    """A fresh, empty database on the test server; dropped afterwards."""
+    parts = urlsplit(base_url)
+    name = f"parley_test_{uuid.uuid4().hex[:12]}"
+    conn = pymysql.connect(
+        host=parts.hostname, port=parts.port or 3306, user=parts.username, password=parts.password or ""
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        yield _with_database(base_url, name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@contextmanager
+def engine_overrides() -> Iterator[dict[str, Any]]:
+    """Settings overrides that point every port at a real engine."""
+    database, kafka, redis, es = (engine_url(e) for e in ("mysql", "kafka", "redis", "elasticsearch"))
+    tag = uuid.uuid4().hex[:10]
+    with mysql_database(database) as db_url:
+        yield {
+            "database_url": db_url,
+            "kafka_bootstrap": kafka,
+            "redis_url": redis,
+            "elasticsearch_url": es,
+            "events_topic": f"parley.test-{tag}.conversation-events.v1",
+            "dead_letter_topic": f"parley.test-{tag}.conversation-events.v1.dlq",
+            "events_partitions": 4,
+            "search_index": f"parley-test-{tag}",
+        }
