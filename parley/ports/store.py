@@ -49,6 +49,17 @@ class OutboxRow:
     id: int
     conversation_id: int
     payload: bytes
+    request_id: str | None = None
+
+
+class Lease(Protocol):
+    """Exclusive, process-lifetime ownership of a named role (e.g. the active relay)."""
+
+    async def held(self) -> bool:
+        """Still ours? False once the engine lost it (connection dropped, engine restarted)."""
+        ...
+
+    async def release(self) -> None: ...
 
 
 class StoreReader(Protocol):
@@ -139,3 +150,8 @@ class Store(Protocol):
     def read(self) -> AbstractAsyncContextManager[StoreReader]: ...
 
     def write(self) -> AbstractAsyncContextManager[StoreWriter]: ...
+
+    async def try_lease(self, name: str) -> Lease | None:
+        """Take the named lease if no other process holds it; released when the holder's
+        process dies. ``None`` if another process holds it."""
+        ...

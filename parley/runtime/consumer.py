@@ -16,6 +16,7 @@ from typing import Protocol
 from parley.domain.events import Event
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from parley.runtime import metrics
+from parley.tracing import REQUEST_ID_HEADER, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class ConsumerRunner:
             await self._dead_letter(record, reason)
         try:
             await self._handler.handle_batch([event for _, event in decoded])
+            if log.isEnabledFor(logging.DEBUG):
+                for record, event in decoded:
+                    _log_handled(self._handler.group, record, event)
             return
         except Exception:
             log.exception("batch of %d failed in %s; retrying one by one", len(decoded), self._handler.group)
@@ -133,3 +137,13 @@ def _decode(records: Sequence[Record]) -> tuple[list[tuple[Record, Event]], list
         except ValueError as exc:
             bad.append((record, f"undecodable event: {exc}"[:500]))
     return decoded, bad
+
+
+def _log_handled(group: str, record: Record, event: Event) -> None:
+    """One line per event, under the request id that produced it (end-to-end tracing)."""
+    rid = next((v.decode() for k, v in record.headers if k == REQUEST_ID_HEADER), None)
+    token = request_id_var.set(rid)
+    try:
+        log.debug("%s handled %s seq=%s conversation=%s", group, event.type, event.seq, event.conversation_id)
+    finally:
+        request_id_var.reset(token)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.domain.errors import DomainError, RateLimited
 from parley.runtime import metrics
-from parley.runtime.logging import request_id_var
+from parley.tracing import new_request_id, request_id_var
 
 log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
@@ -84,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def install_request_ids(app: FastAPI) -> None:
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        rid = (request.headers.get("x-request-id") or new_request_id())[:64]
         token = request_id_var.set(rid)
         started = time.perf_counter()
         try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
 from datetime import UTC, datetime
 
 import orjson
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+from parley.tracing import request_id_var
 
 
 class JsonFormatter(logging.Formatter):

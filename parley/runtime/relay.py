@@ -6,6 +6,11 @@ them), and keyed by conversation id, so each conversation's events keep their or
 partition. A crash between publish and ``mark_published`` republishes a few rows: consumers are
 idempotent. Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual
 latency is one round trip, with a poll as the safety net.
+
+Several relay processes may run: one holds the ``parley-outbox-relay`` lease (a MySQL named
+lock) and publishes; the others wait and take over within a second of its death. A single
+active publisher is what keeps each conversation's order — competing publishers (e.g. with
+``SKIP LOCKED``) could interleave two batches of one conversation.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import logging
 
 from parley.ports.eventlog import EventLog, OutgoingRecord
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
-from parley.ports.store import Store
+from parley.ports.store import Lease, Store
 from parley.runtime import metrics
+from parley.tracing import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
+LEASE_NAME = "parley-outbox-relay"
+LEASE_CHECK_INTERVAL = 2.0
 
 
 class OutboxRelay:
@@ -42,6 +50,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.active = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,6 +86,34 @@ class OutboxRelay:
     async def _run(self) -> None:
         while not self._stopping:
             try:
+                lease = await self._store.try_lease(LEASE_NAME)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("relay lease unavailable (store down?); retrying", exc_info=True)
+                lease = None
+            if lease is None:
+                self.active = False
+                await asyncio.sleep(1.0)  # standby: another relay is active
+                continue
+            log.info("this relay is now the active publisher")
+            self.active = True
+            try:
+                await self._publish_while_held(lease)
+            finally:
+                self.active = False
+                await lease.release()
+
+    async def _publish_while_held(self, lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + LEASE_CHECK_INTERVAL
+        while not self._stopping:
+            if loop.time() >= next_check:
+                if not await lease.held():
+                    log.warning("relay lease lost; standing by")
+                    return
+                next_check = loop.time() + LEASE_CHECK_INTERVAL
+            try:
                 published = await self.publish_pending()
             except asyncio.CancelledError:
                 raise
@@ -98,7 +135,15 @@ class OutboxRelay:
         if not rows:
             return 0
         await self._log.publish(
-            self._topic, [OutgoingRecord(key=str(r.conversation_id).encode(), value=r.payload) for r in rows]
+            self._topic,
+            [
+                OutgoingRecord(
+                    key=str(r.conversation_id).encode(),
+                    value=r.payload,
+                    headers=((REQUEST_ID_HEADER, r.request_id.encode()),) if r.request_id else (),
+                )
+                for r in rows
+            ],
         )
         async with self._store.write() as tx:
             await tx.mark_published_txn([r.id for r in rows])

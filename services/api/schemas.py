@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley.domain.actions.conversations import ConversationView
 from parley.domain.models import Conversation, Id, Message, Role, User, Workspace
 
 
@@ -70,6 +71,17 @@ class ConversationPublic(BaseModel):
     is_member: bool
     last_read_seq: int
     unread_count: int
+    member_ids: list[Id] | None = Field(default=None, description="for DMs and group DMs only")
+
+    @classmethod
+    def of(cls, view: ConversationView) -> ConversationPublic:
+        return cls(
+            conversation=view.conversation,
+            is_member=view.is_member,
+            last_read_seq=view.last_read_seq,
+            unread_count=view.unread_count,
+            member_ids=view.member_ids,
+        )
 
 
 class ConversationMemberAdd(Body):

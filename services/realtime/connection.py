@@ -53,6 +53,8 @@ class ClientConnection:
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
+        self.request_id = ""
+        self.frames_seen = 0
         self.close_code: int | None = None
 
     # -- outbound ------------------------------------------------------------------------

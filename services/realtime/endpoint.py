@@ -21,6 +21,7 @@ from parley.domain.deps import Deps
 from parley.domain.errors import DomainError, RateLimited, Unauthenticated
 from parley.domain.models import User
 from parley.runtime import metrics
+from parley.tracing import new_request_id, request_id_var
 from services.realtime.connection import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -57,6 +58,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_TRY_AGAIN, reason="too many connections for this user")
         return
     conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
+    conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
     conn.start_writer()
     conversations = await hub.register(conn)
     try:
@@ -128,6 +130,9 @@ async def _read_loop(deps: Deps, conn: ClientConnection) -> None:
 
 
 async def _handle_text(deps: Deps, conn: ClientConnection, text: str) -> None:
+    # Each frame is a request of its own for tracing: "<socket's X-Request-ID>.<n>".
+    conn.frames_seen += 1
+    request_id_var.set(f"{conn.request_id}.{conn.frames_seen}")
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError:

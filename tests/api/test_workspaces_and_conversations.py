@@ -72,3 +72,31 @@ async def test_another_workspace_is_invisible(server: RunningServer) -> None:
     await stranger.post(f"/conversations/{world.channel_id}/join", expect=404)
     await stranger.post(f"/workspaces/{world.workspace_id}/channels", {"name": "mine"}, expect=404)
     await world.close()
+
+
+async def test_users_are_visible_only_to_people_sharing_a_workspace(server: RunningServer) -> None:
+    world = await make_world(server.url, 2)
+    alice, bob = world.users
+    stranger = await ApiUser.signup(server.url)
+    assert (await alice.get(f"/users/{bob.id}"))["username"] == bob.username
+    await stranger.get(f"/users/{bob.id}", expect=404)
+    await alice.get("/users/12345", expect=404)
+    await world.close()
+    await stranger.close()
+
+
+async def test_dm_listing_names_its_members_and_presence_lists_the_workspace(server: RunningServer) -> None:
+    world = await make_world(server.url, 2)
+    alice, bob = world.users
+    dm = await alice.post(f"/workspaces/{world.workspace_id}/dms", {"user_ids": [bob.id]}, expect=200)
+    listed = await bob.get(f"/workspaces/{world.workspace_id}/conversations")
+    entry = next(c for c in listed if c["conversation"]["id"] == dm["id"])
+    assert sorted(entry["member_ids"]) == sorted([alice.id, bob.id])
+    channel = next(c for c in listed if c["conversation"]["id"] == world.channel_id)
+    assert channel["member_ids"] is None
+    presence = await alice.get(f"/workspaces/{world.workspace_id}/presence")
+    assert presence == {alice.id: "offline", bob.id: "offline"}
+    stranger = await ApiUser.signup(server.url)
+    await stranger.get(f"/workspaces/{world.workspace_id}/presence", expect=404)
+    await world.close()
+    await stranger.close()

@@ -149,6 +149,8 @@ outbox = Table(
     Column("payload", LongBlob, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("published", Boolean, nullable=False, default=False),
+    # The request that caused the event: relayed as a Kafka header so consumers log it too.
+    Column("request_id", String(64), nullable=True),
     UniqueConstraint("conversation_id", "seq", name="uq_outbox_conversation_seq"),
     Index("ix_outbox_unpublished", "published", "id"),
 )

@@ -37,7 +37,8 @@ from parley.domain.models import (
     Workspace,
     WorkspaceMember,
 )
-from parley.ports.store import Invite, Membership, OutboxRow, Store, StoreWriter
+from parley.ports.store import Invite, Lease, Membership, OutboxRow, Store, StoreWriter
+from parley.tracing import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -519,6 +520,7 @@ class SqlSession:
     # -- outbox --------------------------------------------------------------------------
     async def append_events_txn(self, events: Sequence[Event]) -> None:
         now = _db(datetime.now(UTC))
+        request_id = request_id_var.get()
         await self._c.execute(
             insert(t.outbox),
             [
@@ -530,6 +532,7 @@ class SqlSession:
                     "payload": e.to_bytes(),
                     "created_at": now,
                     "published": False,
+                    "request_id": request_id,
                 }
                 for e in events
             ],
@@ -538,12 +541,17 @@ class SqlSession:
     async def unpublished_events(self, limit: int) -> list[OutboxRow]:
         o = t.outbox
         rows = await self._c.execute(
-            select(o.c.id, o.c.conversation_id, o.c.payload)
+            select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id)
             .where(o.c.published.is_(False))
             .order_by(o.c.id)
             .limit(limit)
         )
-        return [OutboxRow(id=r.id, conversation_id=r.conversation_id, payload=bytes(r.payload)) for r in rows]
+        return [
+            OutboxRow(
+                id=r.id, conversation_id=r.conversation_id, payload=bytes(r.payload), request_id=r.request_id
+            )
+            for r in rows
+        ]
 
     async def mark_published_txn(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
@@ -633,6 +641,58 @@ class SqlStore:
     async def write(self) -> AsyncIterator[SqlSession]:
         async with self._writer.begin() as conn:
             yield SqlSession(conn)
+
+    async def try_lease(self, name: str) -> Lease | None:
+        if self.is_sqlite:
+            # The embedded store belongs to one process (the all-in-one): nobody to compete with.
+            return _ProcessLease()
+        conn = await self._writer.connect()
+        try:
+            got = (await conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name})).scalar()
+            await conn.commit()
+        except Exception:
+            await conn.close()
+            raise
+        if got != 1:
+            await conn.close()
+            return None
+        return _MysqlLease(conn, name)
+
+
+class _ProcessLease:
+    async def held(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class _MysqlLease:
+    """A MySQL named lock on a dedicated connection: the server frees it when the connection
+    dies, so a killed holder's lease passes to a standby within its retry interval."""
+
+    def __init__(self, conn: AsyncConnection, name: str) -> None:
+        self._conn = conn
+        self._name = name
+
+    async def held(self) -> bool:
+        try:
+            owner = (
+                await self._conn.execute(text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"), {"n": self._name})
+            ).scalar()
+            await self._conn.commit()
+            return bool(owner)
+        except Exception:
+            return False
+
+    async def release(self) -> None:
+        try:
+            await self._conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._name})
+            await self._conn.commit()
+        except Exception:
+            log.debug("lease release failed (connection gone: the server released it)", exc_info=True)
+        finally:
+            await self._conn.close()
 
 
 def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:

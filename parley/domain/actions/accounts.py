@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from parley.domain.auth import decode_token, hash_password, issue_token, verify_password
 from parley.domain.deps import Deps
-from parley.domain.errors import Conflict, InvalidInput, Unauthenticated
+from parley.domain.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from parley.domain.models import User
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
@@ -54,3 +54,17 @@ async def log_out(deps: Deps, token: str) -> None:
     claims = decode_token(token, deps.settings.secret_key)
     async with deps.store.write() as tx:
         await tx.revoke_token_txn(claims.jti, claims.expires_at)
+
+
+async def get_user(deps: Deps, actor: User, user_id: int) -> User:
+    """A user the actor shares a workspace with (others do not exist, as far as they know)."""
+    async with deps.store.read() as reader:
+        user = await reader.get_user(user_id)
+        if user is not None and user_id != actor.id:
+            mine = {w.id for w in await reader.list_user_workspaces(actor.id)}
+            theirs = {w.id for w in await reader.list_user_workspaces(user_id)}
+            if not mine & theirs:
+                user = None
+    if user is None:
+        raise NotFound("user not found", code="user_not_found")
+    return user

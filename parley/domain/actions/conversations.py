@@ -20,6 +20,7 @@ from parley.ports.store import StoreWriter
 
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 MAX_GROUP_DM = 9  # Slack's limit: you plus eight others
+DM_KINDS = (ConversationKind.DM, ConversationKind.GROUP_DM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class ConversationView:
     is_member: bool
     last_read_seq: int
     unread_count: int
+    # DMs and group DMs are named by their members, so clients get them with the list.
+    member_ids: list[int] | None = None
 
 
 async def create_channel(
@@ -125,7 +128,7 @@ async def add_member(deps: Deps, actor: User, conversation_id: int, user_id: int
     """A member invites another workspace member into a channel (public or private)."""
     async with deps.store.write() as tx:
         conversation = await readable_conversation(tx, conversation_id, actor.id)
-        if conversation.kind in (ConversationKind.DM, ConversationKind.GROUP_DM):
+        if conversation.kind in DM_KINDS:
             raise Forbidden("DM membership is fixed; open a new group DM", code="cant_invite")
         if await tx.get_workspace_member(conversation.workspace_id, user_id) is None:
             raise NotFound("user not found in this workspace", code="user_not_found")
@@ -175,12 +178,14 @@ async def get_conversation(deps: Deps, actor: User, conversation_id: int) -> Con
         conversation = await visible_conversation(reader, conversation_id, actor.id)
         memberships = {m.conversation.id: m for m in await reader.list_memberships(actor.id)}
         unread = await reader.unread_counts(actor.id) if conversation_id in memberships else {}
+        dm_members = await reader.member_ids(conversation_id) if conversation.kind in DM_KINDS else None
     membership = memberships.get(conversation_id)
     return ConversationView(
         conversation=conversation,
         is_member=membership is not None,
         last_read_seq=membership.last_read_seq if membership else 0,
         unread_count=unread.get(conversation_id, 0),
+        member_ids=dm_members,
     )
 
 
@@ -194,9 +199,20 @@ async def list_conversations(
         memberships = await reader.list_memberships(actor.id, workspace_id)
         unread = await reader.unread_counts(actor.id)
         public = await reader.list_public_conversations(workspace_id) if include_public else []
+        dm_members = {
+            m.conversation.id: await reader.member_ids(m.conversation.id)
+            for m in memberships
+            if m.conversation.kind in DM_KINDS
+        }
     mine = {m.conversation.id for m in memberships}
     views = [
-        ConversationView(m.conversation, True, m.last_read_seq, unread.get(m.conversation.id, 0))
+        ConversationView(
+            m.conversation,
+            True,
+            m.last_read_seq,
+            unread.get(m.conversation.id, 0),
+            dm_members.get(m.conversation.id),
+        )
         for m in memberships
     ]
     views += [ConversationView(c, False, 0, 0) for c in public if c.id not in mine]

@@ -9,7 +9,7 @@ from parley.domain.deps import Deps
 from parley.domain.errors import InvalidInput
 from parley.domain.events import Event, EventType
 from parley.domain.models import User
-from parley.domain.permissions import readable_conversation
+from parley.domain.permissions import readable_conversation, require_workspace_member
 from parley.ports.pubsub import conversation_channel, workspace_channel
 
 STATUSES = frozenset({"online", "away", "offline"})
@@ -55,6 +55,10 @@ async def set_presence(deps: Deps, actor: User, status: str) -> None:
     )
 
 
-async def get_presence(deps: Deps, actor: User, user_ids: list[int]) -> dict[int, str]:
-    statuses = await deps.presence.get_many(user_ids)
-    return {uid: statuses.get(uid, "offline") for uid in user_ids}
+async def get_presence(deps: Deps, actor: User, workspace_id: int) -> dict[int, str]:
+    """Status of every member of a workspace the actor belongs to (absent → offline)."""
+    async with deps.store.read() as reader:
+        await require_workspace_member(reader, workspace_id, actor.id)
+        members = [m.user_id for m in await reader.list_workspace_members(workspace_id)]
+    statuses = await deps.presence.get_many(members)
+    return {uid: statuses.get(uid, "offline") for uid in members}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from parley.domain.actions import accounts
-from parley.domain.models import User
+from parley.domain.models import Id, User
 from services.api.deps import ActorDep, DepsDep, TokenDep
 from services.api.schemas import LogIn, SignUp, TokenPublic
 
@@ -34,3 +34,8 @@ async def logout(deps: DepsDep, token: TokenDep, _: ActorDep) -> Response:
 @router.get("/users/me", response_model=User)
 async def me(actor: ActorDep) -> User:
     return actor
+
+
+@router.get("/users/{user_id}", response_model=User)
+async def get_user(user_id: Id, deps: DepsDep, actor: ActorDep) -> User:
+    return await accounts.get_user(deps, actor, user_id)

@@ -24,12 +24,7 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 @router.get("/{conversation_id}", response_model=ConversationPublic)
 async def get_conversation(conversation_id: Id, deps: DepsDep, actor: ActorDep) -> ConversationPublic:
     v = await conversations.get_conversation(deps, actor, conversation_id)
-    return ConversationPublic(
-        conversation=v.conversation,
-        is_member=v.is_member,
-        last_read_seq=v.last_read_seq,
-        unread_count=v.unread_count,
-    )
+    return ConversationPublic.of(v)
 
 
 @router.post("/{conversation_id}/join", response_model=Conversation)

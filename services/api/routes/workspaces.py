@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from parley.domain.actions import conversations, workspaces
+from parley.domain.actions import conversations, ephemeral, workspaces
 from parley.domain.models import Conversation, Id, Workspace
 from services.api.deps import ActorDep, DepsDep
 from services.api.schemas import (
@@ -63,18 +63,17 @@ async def add_member(
     return WorkspaceMemberPublic(user=user, role=member.role, joined_at=member.joined_at)
 
 
+@router.get("/{workspace_id}/presence", response_model=dict[str, str])
+async def presence(workspace_id: Id, deps: DepsDep, actor: ActorDep) -> dict[str, str]:
+    """Every member's status: online, away or offline."""
+    statuses = await ephemeral.get_presence(deps, actor, workspace_id)
+    return {str(uid): status for uid, status in statuses.items()}
+
+
 @router.get("/{workspace_id}/conversations", response_model=list[ConversationPublic])
 async def list_conversations(workspace_id: Id, deps: DepsDep, actor: ActorDep) -> list[ConversationPublic]:
     views = await conversations.list_conversations(deps, actor, workspace_id)
-    return [
-        ConversationPublic(
-            conversation=v.conversation,
-            is_member=v.is_member,
-            last_read_seq=v.last_read_seq,
-            unread_count=v.unread_count,
-        )
-        for v in views
-    ]
+    return [ConversationPublic.of(v) for v in views]
 
 
 @router.post("/{workspace_id}/channels", status_code=201, response_model=Conversation)
