@@ -1,0 +1,175 @@
+"""The store contract, run against SQLite (embedded) and MySQL/MariaDB: same tests, same
+assertions. These are the guarantees the domain builds its promises on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from parley.composition import Parley
+from parley.domain.errors import Conflict
+from parley.domain.events import Event, EventType
+from parley.domain.models import Conversation, ConversationKind, Message, Role, User, Workspace
+from parley.ids import IdGenerator
+from parley.ports.store import Store
+from parley.settings import Settings
+from tests.engines import engine_url
+from tests.support.engines import mysql_database
+
+ids = IdGenerator(99)
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        parley = Parley(Settings(data_dir=tmp_path), "tool")
+        await parley.start("store")
+        yield parley.store
+        await parley.close()
+        return
+    with mysql_database(engine_url("mysql")) as url:
+        parley = Parley(Settings(data_dir=tmp_path, database_url=url), "tool")
+        await parley.start("store")
+        yield parley.store
+        await parley.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _conversation(store: Store, name: str = "general") -> tuple[User, Conversation]:
+    user = User(id=ids.next_id(), username=f"u{ids.next_id()}", display_name="U", created_at=_now())
+    ws = Workspace(id=ids.next_id(), name="W", slug=f"w{ids.next_id()}", created_by=user.id, created_at=_now())
+    conv = Conversation(
+        id=ids.next_id(), workspace_id=ws.id, kind=ConversationKind.PUBLIC, name=name,
+        created_by=user.id, created_at=_now(), last_seq=0,
+    )
+    async with store.write() as tx:
+        await tx.create_user_txn(user, "hash")
+        await tx.create_workspace_txn(ws)
+        await tx.add_workspace_member_txn(ws.id, user.id, Role.OWNER)
+        await tx.create_conversation_txn(conv, None)
+        await tx.add_member_txn(conv.id, user.id, 0)
+    return user, conv
+
+
+def _message(user: User, conv: Conversation, seq: int, client_msg_id: str | None = None) -> Message:
+    return Message(
+        id=ids.next_id(), conversation_id=conv.id, workspace_id=conv.workspace_id, seq=seq, user_id=user.id,
+        text=f"m{seq}", client_msg_id=client_msg_id, created_at=_now(),
+    )
+
+
+def _event(conv: Conversation, seq: int) -> Event:
+    return Event(
+        type=EventType.MESSAGE_CREATED, event_id=ids.next_id(), workspace_id=conv.workspace_id,
+        conversation_id=conv.id, seq=seq, ts=_now(), data={"message": {}},
+    )
+
+
+async def test_concurrent_writers_get_gap_free_unique_seqs(store: Store) -> None:
+    user, conv = await _conversation(store)
+
+    async def send(n: int) -> int:
+        async with store.write() as tx:
+            seq = await tx.bump_seq_txn(conv.id)
+            await tx.insert_messages_txn([_message(user, conv, seq)])
+            await tx.append_events_txn([_event(conv, seq)])
+            return seq
+
+    seqs = await asyncio.gather(*(send(n) for n in range(40)))
+    assert sorted(seqs) == list(range(1, 41))
+    async with store.read() as reader:
+        events = await reader.events_after(conv.id, 0, 100)
+        pending = await reader.unpublished_events(100)
+    assert len(events) == 40
+    mine = [r for r in pending if r.conversation_id == conv.id]
+    # Outbox order (what the relay publishes) is seq order within a conversation.
+    assert [Event.from_bytes(r.payload).seq for r in mine] == list(range(1, 41))
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    user, conv = await _conversation(store)
+    with pytest.raises(RuntimeError):
+        async with store.write() as tx:
+            seq = await tx.bump_seq_txn(conv.id)
+            await tx.insert_messages_txn([_message(user, conv, seq)])
+            await tx.append_events_txn([_event(conv, seq)])
+            raise RuntimeError("crash before commit")
+    async with store.read() as reader:
+        assert await reader.history(conv.id) == []
+        assert await reader.events_after(conv.id, 0, 10) == []
+        assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
+
+
+async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
+    user, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.insert_messages_txn([_message(user, conv, 1, "same")])
+    with pytest.raises(Conflict):
+        async with store.write() as tx:
+            await tx.insert_messages_txn([_message(user, conv, 2, "same")])
+    async with store.read() as reader:
+        found = await reader.find_by_client_msg_id(user.id, "same")
+    assert found is not None and found.seq == 1
+
+
+async def test_channel_names_are_unique_per_workspace(store: Store) -> None:
+    _user, conv = await _conversation(store)
+    clash = conv.model_copy(update={"id": ids.next_id()})
+    with pytest.raises(Conflict):
+        async with store.write() as tx:
+            await tx.create_conversation_txn(clash, None)
+
+
+async def test_publishing_marks_rows_and_history_pages_by_seq(store: Store) -> None:
+    user, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.bump_seq_txn(conv.id, 5)
+        await tx.insert_messages_txn([_message(user, conv, s) for s in range(1, 6)])
+        await tx.append_events_txn([_event(conv, s) for s in range(1, 6)])
+    async with store.read() as reader:
+        rows = [r for r in await reader.unpublished_events(100) if r.conversation_id == conv.id]
+        page = await reader.history(conv.id, before_seq=4, limit=2)
+        forward = await reader.history(conv.id, after_seq=3)
+    assert [m.seq for m in page] == [3, 2] and [m.seq for m in forward] == [4, 5]
+    async with store.write() as tx:
+        await tx.mark_published_txn([r.id for r in rows])
+    async with store.read() as reader:
+        assert not [r for r in await reader.unpublished_events(100) if r.conversation_id == conv.id]
+        assert len(await reader.events_after(conv.id, 2, 10)) == 3, "published events stay replayable"
+
+
+async def test_read_markers_only_move_forward_and_drive_unread_counts(store: Store) -> None:
+    author, conv = await _conversation(store)
+    reader_user = User(id=ids.next_id(), username=f"r{ids.next_id()}", display_name="R", created_at=_now())
+    async with store.write() as tx:
+        await tx.create_user_txn(reader_user, "hash")
+        await tx.add_member_txn(conv.id, reader_user.id, 0)
+        await tx.bump_seq_txn(conv.id, 3)
+        await tx.insert_messages_txn([_message(author, conv, s) for s in range(1, 4)])
+    async with store.read() as reader:
+        assert (await reader.unread_counts(reader_user.id))[conv.id] == 3
+    async with store.write() as tx:
+        assert (await tx.set_read_marker_txn(conv.id, reader_user.id, 2)).last_read_seq == 2
+        assert (await tx.set_read_marker_txn(conv.id, reader_user.id, 1)).last_read_seq == 2
+    async with store.read() as reader:
+        assert (await reader.unread_counts(reader_user.id))[conv.id] == 1
+
+
+async def test_a_lease_is_exclusive_until_released(store: Store) -> None:
+    first = await store.try_lease("contract-test-lease")
+    assert first is not None and await first.held()
+    if getattr(store, "is_sqlite", False):
+        await first.release()
+        return  # one process owns the embedded store: there is no second holder to refuse
+    assert await store.try_lease("contract-test-lease") is None
+    await first.release()
+    second = await store.try_lease("contract-test-lease")
+    assert second is not None
+    await second.release()
