@@ -7,7 +7,7 @@ set, decided by the domain); highlights wrap matches in ``HIGHLIGHT_START``/``HI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -68,4 +68,10 @@ class SearchIndex(Protocol):
 
     async def refresh(self) -> None:
         """Make everything indexed so far visible to ``search`` (tests, reindex)."""
+        ...
+
+    async def rebuild(self, docs: AsyncIterable[Sequence[SearchDoc]]) -> int:
+        """Replace the whole index with ``docs``, switching atomically at the end (searches see
+        the old index until then); returns how many were loaded. Writes made meanwhile may be
+        lost: stop the indexer, or run it again after (indexing is idempotent)."""
         ...

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,18 @@ def fts5_match_expression(text: str) -> str | None:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
+def _row(doc: SearchDoc) -> tuple[Any, ...]:
+    return (
+        doc.message_id,
+        doc.conversation_id,
+        doc.workspace_id,
+        doc.user_id,
+        to_epoch_ms(doc.created_at),
+        doc.thread_root_id,
+        doc.text,
+    )
+
+
 class Fts5SearchIndex(SearchIndex):
     """Full-text search over an SQLite FTS5 index in its own file (embedded, one process)."""
 
@@ -149,18 +161,7 @@ class Fts5SearchIndex(SearchIndex):
     async def index(self, docs: Sequence[SearchDoc]) -> None:
         if not docs:
             return
-        rows = [
-            (
-                doc.message_id,
-                doc.conversation_id,
-                doc.workspace_id,
-                doc.user_id,
-                to_epoch_ms(doc.created_at),
-                doc.thread_root_id,
-                doc.text,
-            )
-            for doc in docs
-        ]
+        rows = [_row(doc) for doc in docs]
         async with self._lock:
             await self._write_txn(_UPSERT, rows)
 
@@ -186,6 +187,23 @@ class Fts5SearchIndex(SearchIndex):
     async def refresh(self) -> None:
         # A committed write is visible to the next read at once: nothing to do.
         return None
+
+    async def rebuild(self, docs: AsyncIterable[Sequence[SearchDoc]]) -> int:
+        """Replace the whole index in one transaction: searches see the old index until commit."""
+        count = 0
+        async with self._lock:
+            db = self._conn
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("DELETE FROM search_messages")
+                async for batch in docs:
+                    await db.executemany(_UPSERT, [_row(doc) for doc in batch])
+                    count += len(batch)
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+        return count
 
     async def search(self, query: SearchQuery) -> SearchResult:
         match = fts5_match_expression(query.text)
