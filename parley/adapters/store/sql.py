@@ -11,20 +11,21 @@ Dialect differences live here and only here:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import and_, delete, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.adapters.store import schema as t
 from parley.adapters.store.migrations import upgrade_to_head
-from parley.domain.errors import Conflict
+from parley.domain.errors import Conflict, Unavailable
 from parley.domain.events import Event
 from parley.domain.models import (
     Conversation,
@@ -634,13 +635,15 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlSession]:
-        async with self._reader.connect() as conn:
-            yield SqlSession(conn)
+        with _engine_errors_as_unavailable():
+            async with self._reader.connect() as conn:
+                yield SqlSession(conn)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlSession]:
-        async with self._writer.begin() as conn:
-            yield SqlSession(conn)
+        with _engine_errors_as_unavailable():
+            async with self._writer.begin() as conn:
+                yield SqlSession(conn)
 
     async def try_lease(self, name: str) -> Lease | None:
         if self.is_sqlite:
@@ -693,6 +696,19 @@ class _MysqlLease:
             log.debug("lease release failed (connection gone: the server released it)", exc_info=True)
         finally:
             await self._conn.close()
+
+
+@contextmanager
+def _engine_errors_as_unavailable() -> Iterator[None]:
+    """A database that cannot be reached is a 503 with a reason, never a 500: the action did not
+    happen (the transaction rolled back) and the client may retry."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, SqlTimeoutError, OSError) as exc:
+        log.warning("store unavailable: %s", exc)
+        raise Unavailable(
+            "the database is unavailable; nothing was saved, retry later", code="store_unavailable"
+        ) from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
