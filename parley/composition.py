@@ -72,7 +72,11 @@ class Parley:
                 replication_factor=s.events_replication_factor,
                 client_id=f"parley-{self.role}",
             )
-        return EmbeddedEventLog(s.data_dir / "eventlog.sqlite3", default_partitions=s.events_partitions)
+        return EmbeddedEventLog(
+            s.data_dir / "eventlog.sqlite3",
+            default_partitions=s.events_partitions,
+            retain_per_partition=s.eventlog_retain_per_partition,
+        )
 
     @cached_property
     def _redis(self) -> Any:

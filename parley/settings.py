@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "parley.conversation-events.v1.dlq"
     relay_poll_interval: float = 0.2
     relay_batch_size: int = 500
-    eventlog_retention_records: int = 200_000
+    eventlog_retain_per_partition: int = 10_000
+    outbox_retention_hours: float = Field(default=72.0, description="published outbox rows kept for resume")
 
     # Search
     search_index: str = "parley-messages"

@@ -56,7 +56,7 @@ ensure_maven() {
 # mvn_q ARGS... : quiet batch-mode maven; PARLEY_MVN_OPTS adds options (e.g. -Dmaven.repo.local=...)
 mvn_q() {
   # shellcheck disable=SC2086
-  mvn -q -B ${PARLEY_MVN_OPTS:-} "$@" >&2
+  mvn -q -B -Dstyle.color=never ${PARLEY_MVN_OPTS:-} "$@" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2
 }
 
 # hash of files (for "is the installed copy up to date" stamps)

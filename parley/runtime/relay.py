@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime, timedelta
 
 from parley.ports.eventlog import EventLog, OutgoingRecord
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
@@ -28,6 +29,7 @@ from parley.tracing import REQUEST_ID_HEADER
 log = logging.getLogger(__name__)
 LEASE_NAME = "parley-outbox-relay"
 LEASE_CHECK_INTERVAL = 2.0
+PRUNE_INTERVAL = 600.0
 
 
 class OutboxRelay:
@@ -40,6 +42,7 @@ class OutboxRelay:
         topic: str,
         batch_size: int = 500,
         poll_interval: float = 0.2,
+        retention: timedelta = timedelta(hours=72),
     ) -> None:
         self._store = store
         self._log = event_log
@@ -51,6 +54,8 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.active = False
+        self._retention = retention
+        self._next_prune = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -113,6 +118,7 @@ class OutboxRelay:
                     log.warning("relay lease lost; standing by")
                     return
                 next_check = loop.time() + LEASE_CHECK_INTERVAL
+                await self._prune_if_due(loop.time())
             try:
                 published = await self.publish_pending()
             except asyncio.CancelledError:
@@ -126,6 +132,20 @@ class OutboxRelay:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    async def _prune_if_due(self, now: float) -> None:
+        """Published rows past the retention leave the outbox (and the resumable stream: a
+        client further behind gets ``resync``). Only the active relay prunes."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL
+        try:
+            async with self._store.write() as tx:
+                pruned = await tx.prune_events_txn(datetime.now(UTC) - self._retention)
+            if pruned:
+                log.info("pruned %d published outbox rows older than %s", pruned, self._retention)
+        except Exception:
+            log.warning("outbox pruning failed; will retry", exc_info=True)
 
     async def publish_pending(self) -> int:
         """One pass: publish up to a batch of unpublished rows, then mark them published."""

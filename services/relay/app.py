@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -26,6 +27,7 @@ def build_relay(parley: Parley) -> OutboxRelay:
         topic=s.events_topic,
         batch_size=s.relay_batch_size,
         poll_interval=s.relay_poll_interval,
+        retention=timedelta(hours=s.outbox_retention_hours),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -173,3 +173,21 @@ async def test_a_lease_is_exclusive_until_released(store: Store) -> None:
     second = await store.try_lease("contract-test-lease")
     assert second is not None
     await second.release()
+
+
+async def test_pruning_removes_only_published_events_older_than_the_cutoff(store: Store) -> None:
+    user, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.bump_seq_txn(conv.id, 3)
+        await tx.append_events_txn([_event(conv, s) for s in range(1, 4)])
+    async with store.read() as reader:
+        rows = [r for r in await reader.unpublished_events(100) if r.conversation_id == conv.id]
+    async with store.write() as tx:
+        await tx.mark_published_txn([rows[0].id, rows[1].id])
+    async with store.write() as tx:
+        assert await tx.prune_events_txn(datetime.now(UTC) - timedelta(hours=1)) == 0
+    async with store.write() as tx:
+        assert await tx.prune_events_txn(datetime.now(UTC) + timedelta(seconds=1)) >= 2
+    async with store.read() as reader:
+        assert await reader.oldest_event_seq(conv.id) == 3, "the unpublished row stays"
+    _ = user

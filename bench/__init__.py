@@ -1,0 +1,8 @@
+"""Parley's benchmark harness: figures, not timed tests.
+
+Each scenario starts its own Parley all-in-one as a child process (fresh data directory, or a
+fresh MariaDB database, Kafka topics and Elasticsearch index on real engines), drives it over
+loopback with async clients (``websockets`` + ``httpx``) from this one process, stops it, and
+reports the median of several runs. Entry point: ``python -m bench.run --help``; what each
+scenario measures, and how to read it, is in ``docs/benchmarks.md``.
+"""
