@@ -8,6 +8,8 @@ same assertions, in both modes.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,3 +47,28 @@ async def _drop_search_index(running: RunningServer) -> None:
             await drop()
         finally:
             await search.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from tests.engines import ENGINE_VARS, engines_required
+
+    lines = []
+    for engine, var in ENGINE_VARS.items():
+        url = os.environ.get(var.replace("PARLEY_", "PARLEY_TEST_"))
+        lines.append(f"  {engine:<13} {'→ ' + _redact(url) if url else 'not configured (embedded only)'}")
+    required = "required (a missing engine fails)" if engines_required() else "optional (missing → skip)"
+    return [f"parley engines: {required}", *lines]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.engines import ENGINE_VARS
+
+    used = [e for e, var in ENGINE_VARS.items() if os.environ.get(var.replace("PARLEY_", "PARLEY_TEST_"))]
+    terminalreporter.write_line(
+        "parley engines used: embedded (SQLite, in-process log, memory pub/sub, FTS5)"
+        + (f" + real {', '.join(used)}" if used else " only")
+    )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -9,6 +9,8 @@ set -euo pipefail
 ENGINE=elasticsearch
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+# Debian packages this engine needs (engines.sh installs the union in one apt run)
+ENGINE_PACKAGES=""
 
 PORT=19200
 TRANSPORT_PORT=19300

@@ -42,6 +42,10 @@ case "$cmd" in
   up)
     t0=$(date +%s%3N)
     # install all first (apt runs once), then launch all, then wait for each: start-ups overlap
+    # one apt-get update/install for every missing Debian package
+    pkgs=()
+    for e in "${engines[@]}"; do read -r -a p <<<"$(run "$e" packages)"; pkgs+=("${p[@]}"); done
+    if [ ${#pkgs[@]} -gt 0 ]; then (source "$HERE/lib.sh"; apt_ensure "${pkgs[@]}"); fi
     for e in "${engines[@]}"; do run "$e" install; done
     for e in "${engines[@]}"; do run "$e" start; done
     for e in "${engines[@]}"; do run "$e" wait; done

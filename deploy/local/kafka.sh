@@ -7,6 +7,8 @@ set -euo pipefail
 ENGINE=kafka
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+# Debian packages this engine needs (engines.sh installs the union in one apt run)
+ENGINE_PACKAGES=""
 
 PORT=19092
 CONTROLLER_PORT=19093

@@ -24,21 +24,24 @@ as_root() {
 }
 
 # apt_ensure PKG... : install the Debian packages that are missing (apt-get update first).
-_APT_UPDATED=0
+# apt's output goes to $PARLEY_STATE_DIR/apt.log (shown on failure).
 apt_ensure() {
   local missing=() p
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt: installing ${missing[*]}"
-  if [ "$_APT_UPDATED" = 0 ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
-    _APT_UPDATED=1
+  mkdir -p "$PARLEY_STATE_DIR"
+  local alog="$PARLEY_STATE_DIR/apt.log" t0; t0=$(date +%s)
+  log "apt: installing ${missing[*]} (log: $alog)…"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$alog" 2>&1; then
+    tail_log "$alog"; die "apt-get update failed"
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >>"$alog" 2>&1; then
+    tail_log "$alog"; die "apt-get install ${missing[*]} failed"
+  fi
+  log "apt: installed ${missing[*]} in $(( $(date +%s) - t0 ))s"
 }
 
 ensure_java() {
@@ -209,6 +212,7 @@ engine_main() {
       engine_install
       if engine_alive; then log "$ENGINE: already running"; else engine_start; fi ;;
     wait) engine_wait ;;
+    packages) echo "${ENGINE_PACKAGES:-}" ;;
     -h|--help|help) engine_usage ;;
     *) engine_usage >&2; exit 2 ;;
   esac

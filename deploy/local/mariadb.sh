@@ -7,6 +7,8 @@ set -euo pipefail
 ENGINE=mariadb
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+# Debian packages this engine needs (engines.sh installs the union in one apt run)
+ENGINE_PACKAGES="mariadb-server mariadb-client"
 
 PORT=13306
 DIR="$PARLEY_STATE_DIR/mariadb"
@@ -23,7 +25,7 @@ fi
 engine_describe() { echo "pid $(read_pid "$PIDF" || echo ?), 127.0.0.1:$PORT, $(mariadbd --version 2>/dev/null | awk '{print $3}')"; }
 
 engine_install() {
-  apt_ensure mariadb-server mariadb-client
+  apt_ensure $ENGINE_PACKAGES
 }
 
 write_cnf() {

@@ -6,6 +6,8 @@ set -euo pipefail
 ENGINE=redis
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+# Debian packages this engine needs (engines.sh installs the union in one apt run)
+ENGINE_PACKAGES="redis-server redis-tools"
 
 PORT=16379
 DIR="$PARLEY_STATE_DIR/redis"
@@ -15,7 +17,7 @@ LOGF="$DIR/redis.log"
 engine_describe() { echo "pid $(read_pid "$PIDF" || echo ?), 127.0.0.1:$PORT, $(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"; }
 
 engine_install() {
-  apt_ensure redis-server redis-tools
+  apt_ensure $ENGINE_PACKAGES
 }
 
 engine_alive() { read_pid "$PIDF" >/dev/null; }
