@@ -2,8 +2,13 @@
 
 Order of work per batch: poll → decode → ``handle_batch`` → commit. Offsets are committed only
 after the handler returned, so a crash replays the batch (at-least-once) and handlers must be
-idempotent. An event that keeps failing goes to the dead-letter topic with the reason, so one
-poison event cannot stall its partition.
+idempotent.
+
+Two kinds of failure, told apart by asking the consumer whether its engine answers
+(``check_engine``): while the engine is down, the batch waits and is retried, uncommitted, for
+as long as it takes (an outage must not dead-letter good events); when the engine is fine, the
+event itself is the problem: it is retried alone a few times, then sent to the dead-letter topic
+with the reason, so one poison event cannot stall its partition.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ class EventConsumer(Protocol):
     group: str
 
     async def handle_batch(self, events: Sequence[Event]) -> None: ...
+
+    async def check_engine(self) -> None:
+        """Raise if the engine this consumer writes to cannot be reached."""
+        ...
 
 
 class ConsumerRunner:
@@ -94,24 +103,45 @@ class ConsumerRunner:
         decoded, bad = _decode(records)
         for record, reason in bad:
             await self._dead_letter(record, reason)
+        events = [event for _, event in decoded]
+        group = self._handler.group
+        delay = 0.2
+        while True:
+            try:
+                await self._handler.handle_batch(events)
+                break
+            except Exception as exc:
+                if await self._engine_ok():
+                    log.exception("batch of %d failed in %s; retrying one by one", len(events), group)
+                    for record, event in decoded:
+                        await self._process_one(record, event)
+                    return
+                log.warning("%s: engine unavailable (%s); retrying in %.1f s", group, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if log.isEnabledFor(logging.DEBUG):
+            for record, event in decoded:
+                _log_handled(self._handler.group, record, event)
+
+    async def _engine_ok(self) -> bool:
         try:
-            await self._handler.handle_batch([event for _, event in decoded])
-            if log.isEnabledFor(logging.DEBUG):
-                for record, event in decoded:
-                    _log_handled(self._handler.group, record, event)
-            return
+            await asyncio.wait_for(self._handler.check_engine(), timeout=2)
+            return True
         except Exception:
-            log.exception("batch of %d failed in %s; retrying one by one", len(decoded), self._handler.group)
-        for record, event in decoded:
-            await self._process_one(record, event)
+            return False
 
     async def _process_one(self, record: Record, event: Event) -> None:
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+        while True:
             try:
                 await self._handler.handle_batch([event])
                 return
             except Exception as exc:
-                if attempt == self._attempts:
+                if not await self._engine_ok():
+                    await asyncio.sleep(1.0)  # an outage began meanwhile: wait, don't count it
+                    continue
+                attempt += 1
+                if attempt >= self._attempts:
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return
                 await asyncio.sleep(0.1 * 2**attempt)

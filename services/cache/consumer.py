@@ -22,6 +22,9 @@ class HistoryCacheConsumer:
         self._cache = cache
         self._keep = keep
 
+    async def check_engine(self) -> None:
+        await self._cache.ping()
+
     async def handle_batch(self, events: Sequence[Event]) -> None:
         for event in events:
             if event.conversation_id is None or event.seq is None:

@@ -20,6 +20,9 @@ class FanoutConsumer:
     def __init__(self, pubsub: PubSub) -> None:
         self._pubsub = pubsub
 
+    async def check_engine(self) -> None:
+        await self._pubsub.ping()
+
     async def handle_batch(self, events: Sequence[Event]) -> None:
         items: list[tuple[str, bytes]] = []
         for event in events:

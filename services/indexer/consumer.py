@@ -20,6 +20,9 @@ class IndexerConsumer:
     def __init__(self, search: SearchIndex) -> None:
         self._search = search
 
+    async def check_engine(self) -> None:
+        await self._search.ping()
+
     async def handle_batch(self, events: Sequence[Event]) -> None:
         latest: dict[int, SearchDoc | None] = {}
         for event in events:

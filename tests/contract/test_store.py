@@ -44,10 +44,17 @@ def _now() -> datetime:
 
 async def _conversation(store: Store, name: str = "general") -> tuple[User, Conversation]:
     user = User(id=ids.next_id(), username=f"u{ids.next_id()}", display_name="U", created_at=_now())
-    ws = Workspace(id=ids.next_id(), name="W", slug=f"w{ids.next_id()}", created_by=user.id, created_at=_now())
+    ws = Workspace(
+        id=ids.next_id(), name="W", slug=f"w{ids.next_id()}", created_by=user.id, created_at=_now()
+    )
     conv = Conversation(
-        id=ids.next_id(), workspace_id=ws.id, kind=ConversationKind.PUBLIC, name=name,
-        created_by=user.id, created_at=_now(), last_seq=0,
+        id=ids.next_id(),
+        workspace_id=ws.id,
+        kind=ConversationKind.PUBLIC,
+        name=name,
+        created_by=user.id,
+        created_at=_now(),
+        last_seq=0,
     )
     async with store.write() as tx:
         await tx.create_user_txn(user, "hash")
@@ -60,15 +67,26 @@ async def _conversation(store: Store, name: str = "general") -> tuple[User, Conv
 
 def _message(user: User, conv: Conversation, seq: int, client_msg_id: str | None = None) -> Message:
     return Message(
-        id=ids.next_id(), conversation_id=conv.id, workspace_id=conv.workspace_id, seq=seq, user_id=user.id,
-        text=f"m{seq}", client_msg_id=client_msg_id, created_at=_now(),
+        id=ids.next_id(),
+        conversation_id=conv.id,
+        workspace_id=conv.workspace_id,
+        seq=seq,
+        user_id=user.id,
+        text=f"m{seq}",
+        client_msg_id=client_msg_id,
+        created_at=_now(),
     )
 
 
 def _event(conv: Conversation, seq: int) -> Event:
     return Event(
-        type=EventType.MESSAGE_CREATED, event_id=ids.next_id(), workspace_id=conv.workspace_id,
-        conversation_id=conv.id, seq=seq, ts=_now(), data={"message": {}},
+        type=EventType.MESSAGE_CREATED,
+        event_id=ids.next_id(),
+        workspace_id=conv.workspace_id,
+        conversation_id=conv.id,
+        seq=seq,
+        ts=_now(),
+        data={"message": {}},
     )
 
 

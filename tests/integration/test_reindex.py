@@ -14,7 +14,9 @@ async def test_reindex_rebuilds_search_from_the_store(server: RunningServer) -> 
     world = await make_world(server.url)
     alice = world.users[0]
     for i in range(30):
-        await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"rebuild otter {i}"}, expect=201)
+        await alice.post(
+            f"/conversations/{world.channel_id}/messages", {"text": f"rebuild otter {i}"}, expect=201
+        )
     await eventually(lambda: alice.get("/search", {"q": "otter"}), lambda r: r["total"] == 30)
     await server.stop()  # the indexer stops with it; reindex runs as the offline tool
 
@@ -23,7 +25,9 @@ async def test_reindex_rebuilds_search_from_the_store(server: RunningServer) -> 
     tool = Parley(server.parley.settings, "tool")
     await tool.start("search")
     try:
-        result = await tool.search.search(SearchQuery(text="otter", conversation_ids=[int(world.channel_id)], limit=50))
+        result = await tool.search.search(
+            SearchQuery(text="otter", conversation_ids=[int(world.channel_id)], limit=50)
+        )
         assert result.total == 30
     finally:
         await tool.close()

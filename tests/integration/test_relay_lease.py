@@ -13,7 +13,9 @@ from tests.support.engines import engine_overrides
 
 def _relay(parley: Parley) -> OutboxRelay:
     s = parley.settings
-    return OutboxRelay(parley.store, parley.event_log, parley.pubsub, topic=s.events_topic, poll_interval=0.05)
+    return OutboxRelay(
+        parley.store, parley.event_log, parley.pubsub, topic=s.events_topic, poll_interval=0.05
+    )
 
 
 async def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ import org.elasticsearch.plugins.Plugin;
 import org.elasticsearch.plugins.PluginsLoader;
 import org.elasticsearch.plugins.PluginsService;
 import org.elasticsearch.transport.netty4.Netty4Plugin;
+import dev.parley.local.es.CommonAnalysisSubsetPlugin;
 import dev.parley.local.es.RootInfoPlugin;
 
 import java.nio.file.Path;
@@ -24,7 +25,7 @@ import java.util.concurrent.CountDownLatch;
  * ES_HOME/config/elasticsearch.yml and ES_HOME/config/log4j2.properties are read.
  */
 public final class ParleyLocalNode {
-    private static final List<Class<? extends Plugin>> MODULES = List.of(Netty4Plugin.class, RootInfoPlugin.class);
+    private static final List<Class<? extends Plugin>> MODULES = List.of(Netty4Plugin.class, RootInfoPlugin.class, CommonAnalysisSubsetPlugin.class);
 
     private ParleyLocalNode() {}
 

@@ -1,0 +1,184 @@
+"""``python -m bench.run``: run Parley's benchmark scenarios and print their figures.
+
+Each scenario runs ``--runs`` times (3 by default), each time against a freshly started server,
+and its figures are printed per run and as the median of the runs, after a header naming the
+machine, Python, the engines' versions and the load average. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bench import fanout, history, indexer, send_deliver
+from bench.machine import engine_versions, load_average, machine_lines
+from bench.scenario import Options, Scenario, progress
+from bench.server import EngineUrls, Mode
+from bench.stats import fmt, median_of_runs, table
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        send_deliver.SCENARIO,
+        history.SCENARIO,
+        indexer.SCENARIO,
+        fanout.FANOUT_SCENARIO,
+        fanout.IDLE_SCENARIO,
+    )
+}
+DEFAULT_ALL = ["send-deliver", "history", "indexer", "fanout-1000", "idle-connections"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Scenarios: "
+        + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values())
+        + ". 'all' runs every one of them.",
+    )
+    p.add_argument("scenarios", nargs="+", choices=[*SCENARIOS, "all"], metavar="SCENARIO")
+    p.add_argument("--mode", choices=["embedded", "engines", "both"], default="embedded")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported (default 3)")
+    p.add_argument("--time-limit", type=float, default=900, help="seconds one run may take (default 900)")
+    p.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
+    g = p.add_argument_group("send-deliver")
+    g.add_argument("--senders", type=int, default=50)
+    g.add_argument("--listeners", type=int, default=10)
+    g.add_argument("--window", type=int, default=4, help="sends in flight per sender at saturation")
+    g.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before phase A")
+    g.add_argument("--duration", type=float, default=10.0, help="measured seconds of each phase")
+    g.add_argument("--load-fraction", type=float, default=0.5, help="phase B rate / saturation rate")
+    g.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server during phase A into DIR")
+    g = p.add_argument_group("history / indexer")
+    g.add_argument("--history-messages", type=int, default=10_000)
+    g.add_argument("--history-requests", type=int, default=400)
+    g.add_argument("--history-limit", type=int, default=20, help="page size of the measured requests")
+    g.add_argument("--index-messages", type=int, default=5_000)
+    g = p.add_argument_group("fanout-1000 / idle-connections")
+    g.add_argument("--fanout-sockets", type=int, default=1_000)
+    g.add_argument("--fanout-messages", type=int, default=200)
+    g.add_argument("--idle-counts", default="1000,10000", help="comma-separated socket counts")
+    g = p.add_argument_group("clients and engines")
+    g.add_argument("--compression", action="store_true", help="negotiate permessage-deflate on sockets")
+    defaults = EngineUrls()
+    g.add_argument("--mysql-url", default=defaults.database, help="server URL without a database")
+    g.add_argument("--kafka", default=defaults.kafka)
+    g.add_argument("--redis-url", default=defaults.redis)
+    g.add_argument("--elasticsearch-url", default=defaults.elasticsearch)
+    return p.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        urls=EngineUrls(args.mysql_url, args.kafka, args.redis_url, args.elasticsearch_url),
+        compression=args.compression,
+        senders=args.senders,
+        listeners=args.listeners,
+        window=args.window,
+        warmup=args.warmup,
+        duration=args.duration,
+        load_fraction=args.load_fraction,
+        profile_dir=args.profile,
+        history_messages=args.history_messages,
+        history_requests=args.history_requests,
+        history_limit=args.history_limit,
+        index_messages=args.index_messages,
+        fanout_sockets=args.fanout_sockets,
+        fanout_messages=args.fanout_messages,
+        idle_counts=tuple(int(n) for n in args.idle_counts.split(",") if n.strip()),
+    )
+
+
+def raise_file_limit() -> int:
+    """Sockets are files: lift the soft RLIMIT_NOFILE to the hard one (the server, a child,
+    inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def run_scenario(
+    scenario: Scenario, mode: Mode, options: Options, runs: int, time_limit: float
+) -> tuple[list[dict[str, float]], list[str]]:
+    results: list[dict[str, float]] = []
+    failures: list[str] = []
+    for n in range(1, runs + 1):
+        progress(f"── {scenario.name} [{mode}] run {n}/{runs} (load average {load_average()})")
+        load1 = os.getloadavg()[0]
+        run_options = options
+        if options.profile_dir is not None and n > 1:
+            run_options = replace(options, profile_dir=None)  # one profile is enough
+        try:
+            async with asyncio.timeout(time_limit):
+                result = await scenario.run_once(run_options, mode)
+        except Exception as exc:
+            failures.append(f"run {n}: {type(exc).__name__}: {exc}")
+            progress(f"run {n} failed: {type(exc).__name__}: {exc}")
+            continue
+        result.setdefault("load1", load1)
+        results.append(result)
+        progress("run figures: " + ", ".join(f"{k}={fmt(v)}" for k, v in result.items()))
+    return results, failures
+
+
+def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]]) -> str:
+    rows = [[f"run {i}", *(fmt(r.get(f.key, float("nan"))) for f in scenario.figures)] for i, r in enumerate(results, 1)]
+    if results:
+        median = median_of_runs(results)
+        rows.append([f"**median of {len(results)}**", *(fmt(median.get(f.key, float("nan"))) for f in scenario.figures)])
+    return f"{scenario.name} [{mode}]\n" + table(["", *(f.label for f in scenario.figures)], rows)
+
+
+async def main(args: argparse.Namespace) -> int:
+    names = DEFAULT_ALL if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
+    modes: list[Mode] = ["embedded", "engines"] if args.mode == "both" else [args.mode]
+    options = options_from(args)
+    nofile = raise_file_limit()
+    header = [*machine_lines(), f"open files limit: {nofile}"]
+    if "engines" in modes:
+        header += [f"{k}: {v}" for k, v in engine_versions(options.urls).items()]
+    print("\n".join(header), flush=True)
+    tables: list[str] = []
+    record: dict[str, object] = {"header": header, "scenarios": {}}
+    for name in names:
+        scenario = SCENARIOS[name]
+        for mode in modes:
+            if mode not in scenario.modes:
+                continue
+            results, failures = await run_scenario(scenario, mode, options, args.runs, args.time_limit)
+            tables.append(figures_table(scenario, mode, results))
+            if failures:
+                tables.append("failed runs: " + "; ".join(failures))
+            print("\n" + tables[-1] if not failures else "\n" + tables[-2] + "\n" + tables[-1], flush=True)
+            record["scenarios"][f"{name}[{mode}]"] = {  # type: ignore[index]
+                "runs": results,
+                "median": median_of_runs(results) if results else {},
+                "failures": failures,
+            }
+    print("\n" + "=" * 80 + "\n" + "\n".join(header) + "\n\n" + "\n\n".join(tables), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(record, indent=2, default=str))
+    return 0 if all(not v["failures"] for v in record["scenarios"].values()) else 1  # type: ignore[attr-defined]
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # the plain loop works, only with more client overhead
+        return asyncio.run(main(args))
+    return uvloop.run(main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,340 @@
+"""send-deliver: durable sends/s at saturation, then send→deliver latency at a fraction of it.
+
+Set-up: ``senders`` + ``listeners`` accounts, each with its own socket, all members of one
+public channel (so the senders' sockets receive every message too, as a chat client does).
+
+Phase A (saturation): every sender keeps ``window`` sends in flight (a new send as soon as an
+ack frees a slot) for ``warmup + duration`` seconds. The figure is acks per second over the
+``duration`` after the warm-up; an ack means the message is committed (issue 2's "durable").
+Afterwards the harness waits until every acked message reached every listener and counts the
+misses (must be 0) and the deliveries per second seen in the same window.
+
+Phase B (latency): open-loop pacing at ``load_fraction`` × the saturation rate just measured,
+spread evenly over the senders (each sender on its own schedule, offset from the others). A
+message carries its *scheduled* send time in its ``client_msg_id``; each listener notes when
+it arrives. Latencies are measured from the scheduled time, so a harness that falls behind its
+schedule shows up in the figures instead of hiding (no coordinated omission); the schedule lag
+is reported on its own. Every (message, listener) pair counts; the first second is warm-up.
+
+The clients run in this process with the server on the same cores: their CPU is part of what
+the machine does, and the figures are for the pair, not the server alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from bench import profile
+from bench.clients import api, create_room, open_sockets, send_frame, sign_up_many
+from bench.scenario import Figure, Options, Scenario, deadline_after, progress, running_server
+from bench.server import Mode, ParleyServer
+from bench.stats import percentile, summarize_ms
+
+MESSAGE_CREATED = '"type":"message.created"'
+ACK = '"type":"ack"'
+ERROR = '"type":"error"'
+DRAIN_TIMEOUT = 60.0
+PHASE_B_WARMUP = 1.0
+
+
+@dataclass
+class Window:
+    """The measured interval of a phase, in ``perf_counter_ns``."""
+
+    start_ns: int = 0
+    end_ns: int = 0
+
+    def __contains__(self, t: int) -> bool:
+        return self.start_ns <= t <= self.end_ns
+
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+@dataclass
+class Listener:
+    """A member that only listens: notes when each bench message arrives, and its order."""
+
+    ws: ClientConnection
+    received: dict[str, int] = field(default_factory=dict)  # client_msg_id → arrival (ns)
+    last_seq: int = 0
+    out_of_order: int = 0  # a seq not above the previous one: a duplicate or a reordering
+
+    async def read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                now = time.perf_counter_ns()
+                if isinstance(raw, str) and MESSAGE_CREATED in raw[:48]:
+                    message = orjson.loads(raw)["data"]["message"]
+                    if message["seq"] <= self.last_seq:
+                        self.out_of_order += 1
+                    self.last_seq = max(self.last_seq, message["seq"])
+                    if message.get("client_msg_id"):
+                        self.received.setdefault(message["client_msg_id"], now)
+
+
+@dataclass
+class Ack:
+    client_msg_id: str
+    sent_ns: int  # the scheduled (phase B) or actual (phase A) send time
+    acked_ns: int
+
+
+@dataclass
+class Sender:
+    """A member that sends and, like any client, also receives the conversation's events."""
+
+    index: int
+    ws: ClientConnection
+    conversation_id: str
+    slots: asyncio.Semaphore
+    pending: dict[int, tuple[str, int]] = field(default_factory=dict)  # frame id → (cmid, sent)
+    acks: list[Ack] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    schedule_lag_ns: list[int] = field(default_factory=list)
+    echoes_in_window: int = 0
+    window: Window = field(default_factory=Window)
+    _frame_ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def send(self, phase: str, n: int, sent_ns: int) -> None:
+        frame_id = next(self._frame_ids)
+        client_msg_id = f"{phase}{self.index}.{n}.{sent_ns}"
+        self.pending[frame_id] = (client_msg_id, sent_ns)
+        text = f"bench message {n} from sender {self.index}"
+        await self.ws.send(send_frame(self.conversation_id, frame_id, text, client_msg_id))
+
+    async def read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                now = time.perf_counter_ns()
+                if not isinstance(raw, str):
+                    continue
+                head = raw[:48]
+                if MESSAGE_CREATED in head:
+                    if now in self.window:
+                        self.echoes_in_window += 1
+                elif ACK in head or ERROR in head:
+                    self._answered(orjson.loads(raw), now)
+
+    def _answered(self, frame: dict[str, object], now: int) -> None:
+        frame_id = frame.get("id")
+        if not isinstance(frame_id, int) or frame_id not in self.pending:
+            return
+        client_msg_id, sent_ns = self.pending.pop(frame_id)
+        if frame["type"] == "ack" and not frame.get("duplicate"):
+            self.acks.append(Ack(client_msg_id, sent_ns, now))
+        else:
+            self.errors.append(str(frame.get("code") or "duplicate"))
+        self.slots.release()
+
+
+FIGURES = [
+    Figure("sends_per_s", "durable sends/s (saturation)"),
+    Figure("listener_deliveries_per_s", "deliveries/s to listeners"),
+    Figure("socket_deliveries_per_s", "deliveries/s to all sockets"),
+    Figure("paced_rate", "paced sends/s"),
+    Figure("latency_p50_ms", "p50 ms"),
+    Figure("latency_p95_ms", "p95 ms"),
+    Figure("latency_p99_ms", "p99 ms"),
+    Figure("latency_max_ms", "max ms"),
+    Figure("ack_p50_ms", "ack p50 ms"),
+    Figure("ack_p99_ms", "ack p99 ms"),
+    Figure("missing", "missing deliveries"),
+    Figure("load1", "load avg"),
+]
+
+
+async def run_once(options: Options, mode: Mode) -> dict[str, float]:
+    async with running_server(options, mode) as server:
+        senders, listeners, tasks = await _set_up(server, options)
+        try:
+            await _warm_up(senders[0], listeners)
+            result = await _saturate(server, senders, listeners, options)
+            rate = options.load_fraction * result["sends_per_s"]
+            result |= await _paced(senders, listeners, options, rate)
+            result["order_violations"] = float(sum(lis.out_of_order for lis in listeners))
+            result["errors"] = float(sum(len(s.errors) for s in senders))
+            return result
+        finally:
+            await asyncio.gather(*(s.ws.close() for s in senders), *(lis.ws.close() for lis in listeners))
+            for task in tasks:
+                task.cancel()
+
+
+async def _set_up(
+    server: ParleyServer, options: Options
+) -> tuple[list[Sender], list[Listener], list[asyncio.Task[None]]]:
+    progress(f"signing up {options.senders} senders and {options.listeners} listeners")
+    async with api(server.url) as http:
+        accounts = await sign_up_many(http, f"b{server.tag}u", options.senders + options.listeners)
+        room = await create_room(http, accounts)
+    progress("opening sockets")
+    sockets = await open_sockets(server.ws_url, accounts, compression=options.compression)
+    senders = [
+        Sender(i, ws, room.conversation_id, asyncio.Semaphore(options.window))
+        for i, ws in enumerate(sockets[: options.senders])
+    ]
+    listeners = [Listener(ws) for ws in sockets[options.senders :]]
+    tasks = [asyncio.create_task(c.read()) for c in [*senders, *listeners]]
+    return senders, listeners, tasks
+
+
+async def _warm_up(sender: Sender, listeners: Sequence[Listener]) -> None:
+    """One message end to end: the consumers are running (and own their partitions on Kafka)."""
+    await sender.slots.acquire()
+    await sender.send("w", 0, time.perf_counter_ns())
+    expected = {a.client_msg_id for a in await _acks_of(sender, 60.0)}
+    missing, _ = await _await_deliveries(listeners, expected, 60.0)
+    if missing:
+        raise RuntimeError("the warm-up message did not reach every listener within 60 s")
+
+
+async def _acks_of(sender: Sender, timeout: float) -> list[Ack]:
+    deadline = time.monotonic() + timeout
+    while sender.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return sender.acks
+
+
+async def _saturate(
+    server: ParleyServer, senders: Sequence[Sender], listeners: Sequence[Listener], options: Options
+) -> dict[str, float]:
+    progress(
+        f"phase A: {len(senders)} senders × window {options.window}, "
+        f"{options.warmup:g} s warm-up + {options.duration:g} s measured"
+    )
+    for s in senders:
+        s.acks.clear()
+    window = Window(deadline_after(options.warmup), deadline_after(options.warmup + options.duration))
+    for s in senders:
+        s.window = window
+    recorder = None
+    if options.profile_dir is not None:
+        recorder = await profile.record_later(
+            server.pid, options.warmup, options.duration, options.profile_dir / f"send-deliver-{server.tag}"
+        )
+    await asyncio.gather(*(_closed_loop(s, window.end_ns) for s in senders))
+    acks = await _all_acks(senders)
+    last_ack = max(a.acked_ns for a in acks)
+    missing, drained_ns = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
+    if recorder is not None:
+        await profile.finish(recorder)
+    in_window = [a for a in acks if a.acked_ns in window]
+    deliveries = sum(1 for lis in listeners for t in lis.received.values() if t in window)
+    echoes = sum(s.echoes_in_window for s in senders)
+    result = {
+        "sends_per_s": len(in_window) / window.seconds,
+        "listener_deliveries_per_s": deliveries / window.seconds,
+        "socket_deliveries_per_s": (deliveries + echoes) / window.seconds,
+        "sat_missing": float(missing),
+        "sat_drain_s": max(0, drained_ns - last_ack) / 1e9,
+        **summarize_ms([a.acked_ns - a.sent_ns for a in in_window], "sat_ack"),
+    }
+    progress(
+        f"phase A: {result['sends_per_s']:,.0f} sends/s, {result['listener_deliveries_per_s']:,.0f} "
+        f"listener deliveries/s, {missing} missing, delivery drain {result['sat_drain_s']:.2f} s after last ack"
+    )
+    return result
+
+
+async def _closed_loop(sender: Sender, until_ns: int) -> None:
+    n = 0
+    while True:
+        await sender.slots.acquire()
+        now = time.perf_counter_ns()
+        if now >= until_ns:
+            sender.slots.release()
+            return
+        await sender.send("a", n, now)
+        n += 1
+
+
+async def _paced(
+    senders: Sequence[Sender], listeners: Sequence[Listener], options: Options, rate: float
+) -> dict[str, float]:
+    duration = PHASE_B_WARMUP + options.duration
+    progress(f"phase B: open loop at {rate:,.0f} sends/s for {duration:g} s ({PHASE_B_WARMUP:g} s warm-up)")
+    for s in senders:
+        s.acks.clear()
+        s.window = Window()
+        # Open loop: the window is not a limit here (sends go out on schedule, acks or not).
+        s.slots = asyncio.Semaphore(1_000_000)
+    interval_ns = int(len(senders) / rate * 1e9)
+    count = int(duration * 1e9 / interval_ns)
+    start_ns = deadline_after(0.1)
+    await asyncio.gather(
+        *(_open_loop(s, start_ns + s.index * interval_ns // len(senders), interval_ns, count) for s in senders)
+    )
+    acks = await _all_acks(senders)
+    missing, _ = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
+    measured_from = start_ns + int(PHASE_B_WARMUP * 1e9)
+    sent_at = {a.client_msg_id: a.sent_ns for a in acks if a.sent_ns >= measured_from}
+    latencies = [t - sent_at[cmid] for lis in listeners for cmid, t in lis.received.items() if cmid in sent_at]
+    measured_s = max(a.sent_ns for a in acks) / 1e9 - measured_from / 1e9
+    result = {
+        "paced_rate": len(sent_at) / measured_s if measured_s > 0 else 0.0,
+        "missing": float(missing),
+        **summarize_ms(latencies, "latency"),
+        **summarize_ms([a.acked_ns - a.sent_ns for a in acks if a.sent_ns >= measured_from], "ack"),
+        "schedule_lag_p99_ms": percentile([lag / 1e6 for s in senders for lag in s.schedule_lag_ns], 99),
+    }
+    progress(
+        f"phase B: {result['paced_rate']:,.0f} sends/s; send→deliver p50 {result['latency_p50_ms']:.1f} ms, "
+        f"p99 {result['latency_p99_ms']:.1f} ms, max {result['latency_max_ms']:.1f} ms over "
+        f"{len(latencies):,} deliveries; {missing} missing; harness schedule lag p99 "
+        f"{result['schedule_lag_p99_ms']:.1f} ms"
+    )
+    return result
+
+
+async def _open_loop(sender: Sender, start_ns: int, interval_ns: int, count: int) -> None:
+    for n in range(count):
+        due = start_ns + n * interval_ns
+        delay = due - time.perf_counter_ns()
+        if delay > 0:
+            await asyncio.sleep(delay / 1e9)
+        sender.schedule_lag_ns.append(time.perf_counter_ns() - due)
+        await sender.send("b", n, due)
+
+
+async def _all_acks(senders: Sequence[Sender]) -> list[Ack]:
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while any(s.pending for s in senders):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sum(len(s.pending) for s in senders)} sends unanswered after {DRAIN_TIMEOUT} s")
+        await asyncio.sleep(0.01)
+    acks = [a for s in senders for a in s.acks]
+    if not acks:
+        raise RuntimeError(f"no send was acknowledged; errors: {[e for s in senders for e in s.errors][:5]}")
+    return acks
+
+
+async def _await_deliveries(
+    listeners: Iterable[Listener], expected: set[str], timeout: float
+) -> tuple[int, int]:
+    """Wait until every listener has every expected message; returns (misses left, when done)."""
+    deadline = time.monotonic() + timeout
+    listeners = list(listeners)
+    while True:
+        missing = sum(len(expected.difference(lis.received)) for lis in listeners)
+        if missing == 0 or time.monotonic() > deadline:
+            return missing, time.perf_counter_ns()
+        await asyncio.sleep(0.02)
+
+
+SCENARIO = Scenario(
+    name="send-deliver",
+    summary="durable sends/s at saturation; send→deliver latency at a fraction of it (issue 2/3/5)",
+    figures=FIGURES,
+    run_once=run_once,
+)

@@ -1,0 +1,1 @@
+"""The gateway (nginx) template and its renderer; see gateway/README.md."""
