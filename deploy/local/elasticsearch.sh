@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Parley local Elasticsearch: the real Elasticsearch server (org.elasticsearch:elasticsearch
 # 8.19.x from Maven Central, plus its transport-netty4 module) started as one node on
 # 127.0.0.1:19200 by a small launcher built from deploy/local/elasticsearch/ (see
@@ -10,6 +11,7 @@ ENGINE=elasticsearch
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 # Debian packages this engine needs (engines.sh installs the union in one apt run)
+PID_MATCH="-Dparley.engine=elasticsearch"
 ENGINE_PACKAGES=""
 
 PORT=19200
@@ -28,7 +30,9 @@ es_version() { ls "$LIB" 2>/dev/null | sed -n 's/^elasticsearch-\([0-9][0-9.]*\)
 
 engine_describe() { echo "pid $(read_pid "$PIDF" || echo ?), http://127.0.0.1:$PORT, Elasticsearch $(es_version)"; }
 
-src_hash() { files_hash "$SRC/pom.xml" $(find "$SRC/src" -type f -name '*.java' | LC_ALL=C sort); }
+src_hash() {
+  { cat "$SRC/pom.xml"; find "$SRC/src" -type f -name '*.java' -print0 | LC_ALL=C sort -z | xargs -0 cat; } | sha256sum | cut -c1-16
+}
 
 engine_install() {
   local stamp; stamp="$(src_hash)"
@@ -87,7 +91,7 @@ engine_start() {
   fi
   log "elasticsearch: starting on 127.0.0.1:$PORT…"
   # JVM flags follow the distribution's jvm.options where they matter
-  # shellcheck disable=SC2206
+  # shellcheck disable=SC2206,SC2054
   local cmd=(java $ES_HEAP_OPTS -XX:+UseG1GC -Xss1m -Djava.awt.headless=true -Dfile.encoding=UTF-8
     -Djava.io.tmpdir="$DIR/tmp" -Dparley.engine=elasticsearch
     -Des.networkaddress.cache.ttl=60 -Des.networkaddress.cache.negative.ttl=10

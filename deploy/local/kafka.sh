@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Parley local Kafka: Apache Kafka 4.x (KRaft, one node = broker+controller) assembled from
 # Maven Central with deploy/local/kafka/pom.xml; broker on 127.0.0.1:19092, controller 19093.
 #   deploy/local/kafka.sh {up|down|status|env|install|start|wait|--help}
@@ -8,6 +9,7 @@ ENGINE=kafka
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 # Debian packages this engine needs (engines.sh installs the union in one apt run)
+PID_MATCH="-Dparley.engine=kafka"
 ENGINE_PACKAGES=""
 
 PORT=19092

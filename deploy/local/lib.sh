@@ -67,12 +67,16 @@ files_hash() { cat "$@" | sha256sum | cut -c1-16; }
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
-# read_pid FILE : prints the pid in FILE if that process is alive, else nothing
+# read_pid FILE : prints the pid in FILE if that process is alive and is this engine
+# ($PID_MATCH, a fixed string looked for in /proc/PID/cmdline, guards against reused pids)
 read_pid() {
   local f="$1" p
   [ -f "$f" ] || return 1
   p="$(tr -dc '0-9' <"$f")"
   pid_alive "$p" || return 1
+  if [ -n "${PID_MATCH:-}" ] && [ -r "/proc/$p/cmdline" ]; then
+    tr '\0' ' ' <"/proc/$p/cmdline" | grep -qF -- "$PID_MATCH" || return 1
+  fi
   printf '%s\n' "$p"
 }
 
@@ -178,7 +182,7 @@ engine_up() {
   fi
   engine_start
   engine_wait
-  log "$ENGINE: up in $(( ($(now_ms) - t0) )) ms ($(engine_describe))"
+  log "$ENGINE: up in $(( $(now_ms) - t0 )) ms ($(engine_describe))"
 }
 
 engine_status() {

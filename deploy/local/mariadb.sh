@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Parley local MariaDB: Debian's mariadb-server run as a private instance on 127.0.0.1:13306.
 #   deploy/local/mariadb.sh {up|down|status|env|install|start|wait|--help}
 # Data, socket, pid and log live in $PARLEY_STATE_DIR/mariadb/. Creates database `parley`
@@ -8,6 +9,7 @@ ENGINE=mariadb
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 # Debian packages this engine needs (engines.sh installs the union in one apt run)
+PID_MATCH="mariadbd"
 ENGINE_PACKAGES="mariadb-server mariadb-client"
 
 PORT=13306
@@ -25,6 +27,7 @@ fi
 engine_describe() { echo "pid $(read_pid "$PIDF" || echo ?), 127.0.0.1:$PORT, $(mariadbd --version 2>/dev/null | awk '{print $3}')"; }
 
 engine_install() {
+  # shellcheck disable=SC2086
   apt_ensure $ENGINE_PACKAGES
 }
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Installs Debian's nginx package (only the package: configuration and start-up belong to
 # whoever owns the nginx config). Usage: deploy/local/nginx.sh install
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Parley local Redis: Debian's redis-server on 127.0.0.1:16379, no persistence.
 #   deploy/local/redis.sh {up|down|status|env|install|start|wait|--help}
 # pid, log and working dir live in $PARLEY_STATE_DIR/redis/.
@@ -7,6 +8,7 @@ ENGINE=redis
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 # Debian packages this engine needs (engines.sh installs the union in one apt run)
+PID_MATCH="redis-server"
 ENGINE_PACKAGES="redis-server redis-tools"
 
 PORT=16379
@@ -17,6 +19,7 @@ LOGF="$DIR/redis.log"
 engine_describe() { echo "pid $(read_pid "$PIDF" || echo ?), 127.0.0.1:$PORT, $(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"; }
 
 engine_install() {
+  # shellcheck disable=SC2086
   apt_ensure $ENGINE_PACKAGES
 }
 
