@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     ws_ping_interval: float = 20.0
     presence_ttl_seconds: int = 60
 
+    # Abuse limits at the edge (see docs/security.md). A rate of 0 turns that limit off.
+    ip_rate_limit_per_second: float = Field(default=100.0, ge=0, description="REST requests/s per address")
+    ip_rate_limit_burst: int = Field(default=400, ge=1)
+    login_attempts_per_minute: int = Field(default=10, ge=0, description="per username and client address")
+    # Browser origins allowed to call the REST API cross-origin (JSON list); empty = same origin only.
+    cors_origins: list[str] = []
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_prod(self) -> Settings:
         if self.env == "prod" and self.secret_key == DEV_SECRET:

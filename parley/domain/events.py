@@ -30,9 +30,11 @@ class EventType(StrEnum):
     # Ephemeral: never stored, never replayed.
     TYPING = "typing"
     PRESENCE = "presence"
+    READ_MARKER = "read_marker.updated"  # to the reader's own other sockets
 
 
-PERSISTED_TYPES = frozenset(t for t in EventType if t not in (EventType.TYPING, EventType.PRESENCE))
+EPHEMERAL_TYPES = frozenset({EventType.TYPING, EventType.PRESENCE, EventType.READ_MARKER})
+PERSISTED_TYPES = frozenset(t for t in EventType if t not in EPHEMERAL_TYPES)
 
 
 class Event(BaseModel):
@@ -86,6 +88,11 @@ class PresencePayload(BaseModel):
     status: str
 
 
+class ReadMarkerPayload(BaseModel):
+    user_id: Id
+    last_read_seq: int
+
+
 PAYLOAD_SCHEMAS: dict[EventType, type[BaseModel]] = {
     EventType.CONVERSATION_CREATED: ConversationCreatedPayload,
     EventType.MESSAGE_CREATED: MessagePayload,
@@ -97,4 +104,5 @@ PAYLOAD_SCHEMAS: dict[EventType, type[BaseModel]] = {
     EventType.MEMBER_LEFT: MemberPayload,
     EventType.TYPING: TypingPayload,
     EventType.PRESENCE: PresencePayload,
+    EventType.READ_MARKER: ReadMarkerPayload,
 }

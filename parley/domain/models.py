@@ -22,6 +22,7 @@ def _to_int(value: object) -> object:
 Id = Annotated[
     int,
     BeforeValidator(_to_int),
+    Field(ge=0, lt=2**63),
     PlainSerializer(str, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["123456789012345678"]}),
 ]

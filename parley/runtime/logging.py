@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 import orjson
 
 from parley.tracing import request_id_var
+
+# uvicorn logs WebSocket request lines with their query string: never let a token through.
+_SECRETS = re.compile(r"(token=|Bearer\s+)[^&\s\"']+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(r"\1***", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,13 +30,13 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self._service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         rid = request_id_var.get()
         if rid:
             entry["request_id"] = rid
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
 
 
@@ -37,9 +45,14 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "kafka", "elastic_transport", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

@@ -8,7 +8,10 @@ service drains (sockets told to reconnect, batches committed).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,7 +35,7 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
     configure_logging(service, settings.log_level, settings.log_format)
     app = build(settings)
     print(f"parley {service}: http://{host}:{port}/  (data: {settings.data_dir.resolve()})", flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -43,3 +46,33 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
         timeout_graceful_shutdown=10,
         access_log=False,
     )
+    DrainingServer(config, app).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT, run the app's ``state.before_exit`` (e.g. realtime telling
+    clients to reconnect) and only then let uvicorn shut down; a second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        before_exit = getattr(self._app.state, "before_exit", None)
+        if self._draining or before_exit is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+
+        async def drain_then_exit() -> None:
+            try:
+                await asyncio.wait_for(before_exit(), timeout=10)
+            except Exception:
+                logging.getLogger(__name__).warning("drain before exit failed", exc_info=True)
+            finally:
+                uvicorn.Server.handle_exit(self, sig, frame)
+
+        # Signal handlers may run between any two bytecodes: hand the work to the loop.
+        loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))

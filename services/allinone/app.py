@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from parley.composition import Parley
 from parley.runtime.consumer import ConsumerRunner, EventConsumer
 from parley.runtime.http import health_router
+from parley.runtime.ratelimit_http import install_edge_limits
 from services.api.app import DESCRIPTION
 from services.api.app import configure as configure_api
 from services.cache.consumer import HistoryCacheConsumer
@@ -67,6 +68,7 @@ def create_app(parley: Parley) -> FastAPI:
 
     app = FastAPI(title="Parley", description=DESCRIPTION, version="1.0", lifespan=lifespan)
     configure_api(app)
+    install_edge_limits(app, parley.settings)
     app.include_router(realtime_router)
     app.include_router(health_router(parley.readiness))
     if WEB_DIR.is_dir():

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from parley.composition import Parley
 from parley.runtime.http import health_router, install_error_handlers, install_request_ids
+from parley.runtime.ratelimit_http import install_edge_limits
 from services.api.routes import auth, conversations, messages, search, workspaces
 
 DESCRIPTION = """Parley's REST API. Authenticate with `POST /api/v1/auth/login` and send the
@@ -46,5 +47,6 @@ def create_app(parley: Parley) -> FastAPI:
 
     app = FastAPI(title="Parley API", description=DESCRIPTION, version="1.0", lifespan=lifespan)
     configure(app)
+    install_edge_limits(app, parley.settings)
     app.include_router(health_router(parley.readiness))
     return app

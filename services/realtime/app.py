@@ -21,12 +21,17 @@ from services.realtime.hub import RealtimeHub
 async def start_realtime(app: FastAPI, parley: Parley) -> RealtimeHub:
     hub = RealtimeHub(parley.deps)
     app.state.hub = hub
+    # Called by the process runner on SIGTERM *before* uvicorn closes sockets on its own (1012),
+    # so clients get the reconnect frame and a 1001 close.
+    app.state.before_exit = lambda: drain(hub)
     await hub.start()
     return hub
 
 
 async def drain(hub: RealtimeHub) -> None:
     """Graceful shutdown: tell every client to reconnect (to another node) and resume."""
+    if hub.stopped:
+        return
     for conn in hub.connections:
         conn.send_frame({"type": "reconnect", "reason": "server shutting down"})
         await conn.drain_and_stop()

@@ -29,9 +29,19 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
 CLOSE_SLOW_CONSUMER = 4008
 
-# (user, conversation id, seq after which events are missing) → the missing events, in order,
-# or None when the stream no longer reaches that far back (client must resync).
-GapFiller = Callable[[User, int, int], Awaitable[list[tuple[int, str]] | None]]
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The missing events of a conversation, in order; or, when the stored stream no longer
+    reaches that far back, ``resync_to``: the client refetches history and the stream carries on
+    from that seq."""
+
+    events: list[tuple[int, str]]
+    resync_to: int | None
+
+
+# (user, conversation id, seq after which events are missing) → the gap's events.
+GapFiller = Callable[[User, int, int], Awaitable[Gap]]
 
 
 @dataclass
@@ -148,14 +158,13 @@ class ClientConnection:
         metrics.GAP_FILLS.inc()
         try:
             for attempt in range(40):
-                missing = await self._fill_gap(self.user, conversation_id, stream.last_seq)
-                if missing is None or attempt == 39:
+                gap = await self._fill_gap(self.user, conversation_id, stream.last_seq)
+                missing = gap.events
+                if gap.resync_to is not None or attempt == 39:
                     self.send_frame({"type": "resync", "conversation_id": str(conversation_id)})
-                    # Continue live from the newest event we hold (or where we are).
-                    if stream.pending:
-                        stream.last_seq = min(stream.pending) - 1
-                    else:
-                        return
+                    # The refetched history covers everything up to now: carry on from there.
+                    target = gap.resync_to if gap.resync_to is not None else max(stream.pending, default=0)
+                    stream.last_seq = max(stream.last_seq, target)
                     missing = []
                 for seq, text in missing:
                     if seq == stream.last_seq + 1:

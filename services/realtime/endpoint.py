@@ -51,16 +51,17 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     deps: Deps = websocket.app.state.deps
     hub: RealtimeHub = websocket.app.state.hub
     await websocket.accept()
-    user = await _authenticate(deps, websocket)
-    if user is None:
+    auth = await _authenticate(deps, websocket)
+    if auth is None:
         return
+    user, cursors = auth
     if hub.user_connection_count(user.id) >= deps.settings.max_connections_per_user:
         await websocket.close(code=CLOSE_TRY_AGAIN, reason="too many connections for this user")
         return
     conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
     conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
     conn.start_writer()
-    conversations = await hub.register(conn)
+    conversations = await hub.register(conn, cursors)
     try:
         conn.send_frame(
             {
@@ -92,8 +93,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 log.debug("presence offline not published", exc_info=True)
 
 
-async def _authenticate(deps: Deps, websocket: WebSocket) -> User | None:
+async def _authenticate(deps: Deps, websocket: WebSocket) -> tuple[User, dict[int, int]] | None:
+    """The user, and the resume cursors the auth frame carried (none with a query token)."""
     token = websocket.query_params.get("token")
+    cursors: dict[int, int] = {}
     try:
         if token is None:
             raw = await asyncio.wait_for(websocket.receive_text(), timeout=AUTH_TIMEOUT)
@@ -101,7 +104,8 @@ async def _authenticate(deps: Deps, websocket: WebSocket) -> User | None:
             if not isinstance(frame, AuthFrame):
                 raise Unauthenticated("the first frame must be auth", code="not_authed")
             token = frame.token
-        return await authenticate(deps, token)
+            cursors = {int(k): max(0, v) for k, v in (frame.cursors or {}).items() if k.isdigit()}
+        return await authenticate(deps, token), cursors
     except (DomainError, ValidationError, TimeoutError, KeyError, WebSocketDisconnect) as exc:
         reason = exc.message if isinstance(exc, DomainError) else 'authenticate first: {"type":"auth"}'
         try:
@@ -163,6 +167,10 @@ async def _handle_text(deps: Deps, conn: ClientConnection, text: str) -> None:
         if isinstance(exc, RateLimited):
             error["retry_after"] = round(exc.retry_after, 3)
         conn.send_frame(error)
+    except Exception:
+        # A bug must not cost the client its connection: report it like a 500, keep going.
+        log.exception("frame %s failed", raw.get("type"))
+        conn.send_frame({"type": "error", "id": frame.id, "code": "internal", "message": "internal error"})
 
 
 async def _dispatch(deps: Deps, conn: ClientConnection, frame: object) -> None:
@@ -199,6 +207,7 @@ async def _dispatch(deps: Deps, conn: ClientConnection, frame: object) -> None:
         conn.send_frame({"type": "ack", "id": frame.id})
     elif isinstance(frame, PresenceFrame):
         await ephemeral.set_presence(deps, user, frame.status)
+        conn.ws.app.state.hub.note_status(user.id, frame.status)
     elif isinstance(frame, PingFrame):
         conn.send_frame({"type": "pong", "id": frame.id})
     elif isinstance(frame, AuthFrame):

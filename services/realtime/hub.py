@@ -21,7 +21,7 @@ from parley.domain.events import EventType
 from parley.domain.models import User
 from parley.ports.pubsub import Subscription, conversation_channel, user_channel, workspace_channel
 from parley.runtime import metrics
-from services.realtime.connection import ClientConnection
+from services.realtime.connection import ClientConnection, Gap
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,10 @@ class RealtimeHub:
         self._by_workspace: dict[int, set[ClientConnection]] = defaultdict(set)
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
+        self._status: dict[int, str] = {}
+        self.stopped = False
 
     @property
     def connections(self) -> list[ClientConnection]:
@@ -42,20 +45,38 @@ class RealtimeHub:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="realtime-hub")
+        self._presence_task = asyncio.create_task(self._refresh_presence(), name="presence-refresh")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self.stopped:
+            return
+        self.stopped = True
+        for task in (self._task, self._presence_task):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._subscription:
             await self._subscription.close()
+
+    def note_status(self, user_id: int, status: str) -> None:
+        self._status[user_id] = status
+
+    async def _refresh_presence(self) -> None:
+        """Presence entries expire (a crashed node's users go offline by themselves): renew the
+        entries of users connected here, well before they lapse."""
+        ttl = self._deps.settings.presence_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            for user_id in list(self._by_user):
+                await self._deps.presence.set(user_id, self._status.get(user_id, "online"), ttl)
 
     def user_connection_count(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
     # -- registration --------------------------------------------------------------------
-    async def register(self, conn: ClientConnection) -> list[dict[str, object]]:
-        """Follow every conversation of the user; returns them for the hello frame."""
+    async def register(self, conn: ClientConnection, cursors: dict[int, int]) -> list[dict[str, object]]:
+        """Follow every conversation of the user, replaying from ``cursors`` where given;
+        returns the conversations for the hello frame."""
         user_id = conn.user.id
         async with self._deps.store.read() as reader:
             memberships = await reader.list_memberships(user_id)
@@ -72,6 +93,8 @@ class RealtimeHub:
             self._by_workspace[w.id].add(conn)
             channels.append(workspace_channel(w.id))
         await self._subscribe(channels)
+        for conversation_id, seq in cursors.items():
+            conn.rewind(conversation_id, seq)  # nothing was sent yet: a clean replay, then live
         metrics.CONNECTIONS.inc()
         return [
             {
@@ -88,6 +111,7 @@ class RealtimeHub:
         gone: list[str] = []
         if not self._by_user[user_id]:
             del self._by_user[user_id]
+            self._status.pop(user_id, None)
             gone.append(user_channel(user_id))
         for conversation_id in list(conn.streams):
             gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
@@ -149,7 +173,11 @@ class RealtimeHub:
         if kind == "conv":
             self._deliver_conversation_event(target, event, text)
         elif kind == "user":
-            await self._membership_changed(target, event, text)
+            if event.get("type") == EventType.READ_MARKER:
+                for conn in list(self._by_user.get(target, ())):
+                    conn.send_text(text)
+            else:
+                await self._membership_changed(target, event, text)
         elif kind == "ws":
             for conn in list(self._by_workspace.get(target, ())):
                 conn.send_text(text)
@@ -184,14 +212,12 @@ class RealtimeHub:
             await self._unsubscribe(gone)
 
     # -- gap filling -----------------------------------------------------------------------
-    async def fill_gap(
-        self, user: User, conversation_id: int, after_seq: int
-    ) -> list[tuple[int, str]] | None:
+    async def fill_gap(self, user: User, conversation_id: int, after_seq: int) -> Gap:
         """The stored events after ``after_seq`` (see ``ClientConnection`` for why)."""
         try:
             result = await replay(self._deps, user, conversation_id, after_seq)
         except DomainError:
-            return []  # no longer a member: nothing more to deliver
+            return Gap([], resync_to=None)  # no longer a member: nothing more to deliver
         if result.resync:
-            return None
-        return [(int(orjson.loads(raw)["seq"]), raw.decode()) for raw in result.events]
+            return Gap([], resync_to=result.last_seq)
+        return Gap([(int(orjson.loads(raw)["seq"]), raw.decode()) for raw in result.events], resync_to=None)

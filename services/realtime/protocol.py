@@ -11,12 +11,19 @@ from parley.domain.models import Id
 
 class Frame(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str | int | None = Field(default=None, description="echoed in the ack/error for this frame")
+    id: Annotated[str, Field(max_length=64)] | int | None = Field(
+        default=None, description="echoed in the ack/error for this frame"
+    )
 
 
 class AuthFrame(Frame):
     type: Literal["auth"]
     token: str = Field(max_length=4096)
+    cursors: dict[str, int] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="conversation id → last seq seen: resume from there with no race against live events",
+    )
 
 
 class SendFrame(Frame):

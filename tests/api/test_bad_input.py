@@ -82,3 +82,30 @@ async def test_non_members_cannot_post_or_read(server: RunningServer) -> None:
     assert r.status_code == 404
     assert "sneaky" not in await _history_texts(alice, world.channel_id)
     await world.close()
+
+
+async def test_ids_beyond_64_bits_are_422_not_500(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice = world.users[0]
+    huge = str(2**64)
+    r = await alice.http.get(f"/api/v1/conversations/{huge}/messages")
+    assert r.status_code == 422
+    r = await alice.http.post(
+        f"/api/v1/conversations/{world.channel_id}/messages", json={"text": "x", "thread_root_id": huge}
+    )
+    assert r.status_code == 422
+    await world.close()
+
+
+async def test_a_client_msg_id_cannot_be_reused_in_another_conversation(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice = world.users[0]
+    other = await alice.post(f"/workspaces/{world.workspace_id}/channels", {"name": "other"}, expect=201)
+    await alice.post(
+        f"/conversations/{world.channel_id}/messages", {"text": "a", "client_msg_id": "dup"}, expect=201
+    )
+    r = await alice.http.post(
+        f"/api/v1/conversations/{other['id']}/messages", json={"text": "b", "client_msg_id": "dup"}
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "duplicate_client_msg_id"
+    await world.close()

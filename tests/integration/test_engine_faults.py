@@ -47,7 +47,9 @@ async def test_mysql_down_refuses_sends_with_503_and_recovers(engine_server: Run
     alice = world.users[0]
     engines("down", "mariadb")
     try:
-        r = await alice.http.post(f"/api/v1/conversations/{world.channel_id}/messages", json={"text": "lost?"})
+        r = await alice.http.post(
+            f"/api/v1/conversations/{world.channel_id}/messages", json={"text": "lost?"}
+        )
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
         async with httpx.AsyncClient() as http:
             ready = await http.get(f"{engine_server.url}/readyz")

@@ -180,3 +180,56 @@ async def _never_reading_socket(server: RunningServer, token: str) -> socket.soc
             break
         await asyncio.sleep(0.05)
     return sock
+
+
+async def test_cursors_in_the_auth_frame_replay_without_duplicates(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice, bob = world.users
+    first = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "seen"}, expect=201)
+    for i in range(3):
+        await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"missed {i}"}, expect=201)
+    b = await WsClient.connect(server.ws_url)
+    await b.send({"type": "auth", "token": bob.token, "cursors": {world.channel_id: first["seq"]}})
+    await b.wait_for(lambda f: f["type"] == "hello")
+    await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "live"}, expect=201)
+    await b.wait_for(lambda f: len(b.messages_in(world.channel_id)) == 4)
+    created = [f for f in b.frames if f["type"] == "message.created"]
+    assert [f["data"]["message"]["text"] for f in created] == ["missed 0", "missed 1", "missed 2", "live"]
+    await b.close()
+    await world.close()
+
+
+async def test_after_a_resync_the_stream_carries_on_without_another(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = await start_server(tmp_path / "d", resume_max_events=2)
+    try:
+        world = await make_world(server.url)
+        alice, bob = world.users
+        for i in range(5):
+            await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"m{i}"}, expect=201)
+        b = await WsClient.connect(server.ws_url)
+        await b.send({"type": "auth", "token": bob.token, "cursors": {world.channel_id: 1}})
+        await b.wait_for(lambda f: f["type"] == "resync")
+        for i in range(2):
+            await alice.post(f"/conversations/{world.channel_id}/messages", {"text": f"new{i}"}, expect=201)
+        await b.wait_for(lambda f: len(b.messages_in(world.channel_id)) == 2)
+        assert len(b.of_type("resync")) == 1
+        await b.close()
+        await world.close()
+    finally:
+        await server.stop()
+
+
+async def test_read_markers_reach_the_readers_other_sockets(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice, bob = world.users
+    msg = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "read me"}, expect=201)
+    phone = await WsClient.connect(server.ws_url, bob.token)
+    laptop = await WsClient.connect(server.ws_url, bob.token)
+    for s in (phone, laptop):
+        await s.wait_for(lambda f: f["type"] == "hello")
+    await laptop.send({"type": "mark_read", "id": 1, "conversation_id": world.channel_id, "seq": msg["seq"]})
+    marker = await phone.wait_for(lambda f: f["type"] == "read_marker.updated")
+    assert marker["data"]["last_read_seq"] == msg["seq"] and marker["conversation_id"] == world.channel_id
+    for s in (phone, laptop):
+        await s.close()
+    await world.close()

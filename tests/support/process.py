@@ -19,7 +19,7 @@ class ServiceProcess:
     def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
         self.module = module
         self.port = free_port()
-        self.env = {**os.environ, **env, "PARLEY_PORT": str(self.port), "PARLEY_LOG_LEVEL": "WARNING"}
+        self.env = {**os.environ, "PARLEY_LOG_LEVEL": "WARNING", **env, "PARLEY_PORT": str(self.port)}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

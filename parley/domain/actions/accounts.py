@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from parley.domain.auth import decode_token, hash_password, issue_token, verify_password
 from parley.domain.deps import Deps
-from parley.domain.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from parley.domain.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthenticated
 from parley.domain.models import User
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
@@ -29,13 +29,34 @@ async def sign_up(deps: Deps, username: str, password: str, display_name: str | 
     return user
 
 
-async def log_in(deps: Deps, username: str, password: str) -> tuple[str, User]:
+async def log_in(
+    deps: Deps, username: str, password: str, *, client_ip: str | None = None
+) -> tuple[str, User]:
+    """A token for the right password. Attempts are throttled per username and client address
+    (``login_attempts_per_minute``), checked before the password: while throttled even the
+    right password is refused (``RateLimited``), so a guesser cannot tell a hit from a miss."""
+    username = username.strip().lower()
+    await _throttle_login(deps, username, client_ip)
     async with deps.store.read() as reader:
-        found = await reader.get_user_credentials(username.strip().lower())
+        found = await reader.get_user_credentials(username)
     if not verify_password(found[1] if found else None, password) or found is None:
         raise Unauthenticated("wrong username or password", code="invalid_credentials")
     token, _ = issue_token(found[0].id, deps.settings.secret_key, deps.settings.token_ttl_seconds)
     return token, found[0]
+
+
+async def _throttle_login(deps: Deps, username: str, client_ip: str | None) -> None:
+    # Keyed by username *and* address: with per-username keys anyone could lock the owner out.
+    # Many usernames from one address are the per-address limits' job (nginx, REST middleware).
+    # A successful login takes a token too (the port has no "peek"); a real user never notices.
+    per_minute = deps.settings.login_attempts_per_minute
+    if per_minute <= 0:
+        return
+    # An address never contains "|", so no username can forge another pair's key.
+    key = f"login:{client_ip or '-'}|{username}"
+    wait = await deps.rate_limiter.acquire(key, per_minute / 60, per_minute)
+    if wait > 0:
+        raise RateLimited("too many login attempts; retry later", retry_after=wait)
 
 
 async def authenticate(deps: Deps, token: str) -> User:

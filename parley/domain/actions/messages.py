@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,13 +12,15 @@ import orjson
 from parley.domain.actions._events import append_event_txn
 from parley.domain.deps import Deps
 from parley.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
-from parley.domain.events import EventType
+from parley.domain.events import Event, EventType
 from parley.domain.mentions import parse_mentions
 from parley.domain.models import Conversation, Message, ReadMarker, Role, User
 from parley.domain.permissions import readable_conversation
 from parley.ports.cache import CachedHistory
+from parley.ports.pubsub import user_channel
 from parley.ports.store import StoreReader
 
+log = logging.getLogger(__name__)
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Shortcodes (":thumbsup:" → "thumbsup") or a short run of non-space characters (an emoji).
 EMOJI = re.compile(r"^(?:[a-z0-9_+\-]{1,64}|[^\s<>&\"'`\\]{1,16})$")
@@ -38,6 +41,7 @@ class Replay:
     conversation_id: int
     events: list[bytes]
     resync: bool
+    last_seq: int  # the conversation's newest seq when the replay was read
 
 
 def _check_text(deps: Deps, text: str) -> str:
@@ -85,11 +89,16 @@ async def send_message(
             "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -", code="invalid_client_msg_id"
         )
     async with deps.store.read() as reader:
+        conversation = await readable_conversation(reader, conversation_id, actor.id)
         if client_msg_id is not None:
             existing = await reader.find_by_client_msg_id(actor.id, client_msg_id)
             if existing is not None:
+                if existing.conversation_id != conversation_id:
+                    raise Conflict(
+                        "client_msg_id was already used for another conversation",
+                        code="duplicate_client_msg_id",
+                    )
                 return existing, False
-        conversation = await readable_conversation(reader, conversation_id, actor.id)
         if thread_root_id is not None:
             await _check_thread_root(reader, conversation, thread_root_id)
         mentions, mentions_channel = await _resolve_mentions(reader, conversation.workspace_id, text)
@@ -212,11 +221,25 @@ async def _react(deps: Deps, actor: User, message_id: int, emoji: str, *, add: b
 
 
 async def mark_read(deps: Deps, actor: User, conversation_id: int, seq: int) -> ReadMarker:
+    """Move the read marker forward; the user's other sockets hear of it (ephemeral)."""
     async with deps.store.write() as tx:
         conversation = await readable_conversation(tx, conversation_id, actor.id)
         if seq < 0 or seq > conversation.last_seq:
             raise InvalidInput("seq is beyond the conversation's last event", code="invalid_seq")
-        return await tx.set_read_marker_txn(conversation_id, actor.id, seq)
+        marker = await tx.set_read_marker_txn(conversation_id, actor.id, seq)
+    event = Event(
+        type=EventType.READ_MARKER,
+        event_id=deps.ids.next_id(),
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation_id,
+        ts=datetime.now(UTC),
+        data={"user_id": str(actor.id), "last_read_seq": marker.last_read_seq},
+    )
+    try:
+        await deps.pubsub.publish(user_channel(actor.id), event.to_bytes())
+    except Exception:  # other devices catch up on their next list fetch
+        log.debug("read marker event not published", exc_info=True)
+    return marker
 
 
 async def get_message(deps: Deps, actor: User, message_id: int) -> Message:
@@ -289,10 +312,11 @@ async def replay(deps: Deps, actor: User, conversation_id: int, after_seq: int) 
     limit = deps.settings.resume_max_events
     async with deps.store.read() as reader:
         conversation = await readable_conversation(reader, conversation_id, actor.id)
-        if after_seq >= conversation.last_seq:
-            return Replay(conversation_id, [], resync=False)
+        last = conversation.last_seq
+        if after_seq >= last:
+            return Replay(conversation_id, [], resync=False, last_seq=last)
         oldest = await reader.oldest_event_seq(conversation_id)
-        if oldest is None or oldest > after_seq + 1 or conversation.last_seq - after_seq > limit:
-            return Replay(conversation_id, [], resync=True)
+        if oldest is None or oldest > after_seq + 1 or last - after_seq > limit:
+            return Replay(conversation_id, [], resync=True, last_seq=last)
         events = await reader.events_after(conversation_id, after_seq, limit)
-    return Replay(conversation_id, events, resync=False)
+    return Replay(conversation_id, events, resync=False, last_seq=last)
