@@ -44,8 +44,16 @@ async def visible_conversation(reader: StoreReader, conversation_id: int, user_i
 
 
 async def readable_conversation(reader: StoreReader, conversation_id: int, user_id: int) -> Conversation:
-    """The conversation if the user is a member (reading messages, posting, receiving)."""
-    conversation = await visible_conversation(reader, conversation_id, user_id)
-    if not await reader.is_member(conversation_id, user_id):
+    """The conversation if the user is a member (reading messages, posting, receiving).
+
+    On the hot path of every send: two indexed lookups when the user is a member."""
+    conversation = await reader.get_conversation(conversation_id)
+    if conversation is None:
+        raise NotFound("conversation not found", code="channel_not_found")
+    if await reader.is_member(conversation_id, user_id):
+        return conversation
+    if conversation.kind is ConversationKind.PUBLIC and await reader.get_workspace_member(
+        conversation.workspace_id, user_id
+    ):
         raise Forbidden("join the channel first", code="not_in_channel")
-    return conversation
+    raise NotFound("conversation not found", code="channel_not_found")
