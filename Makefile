@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+PY_PATHS := parley services tests bench loadtests gateway deploy/local/cluster.py
 
 .PHONY: help run test check lint typecheck imports unit engines engines-down engines-status bench clean
 
@@ -31,12 +32,12 @@ check: lint typecheck imports ## static checks only
 
 lint: $(STAMP)
 	@echo "[check] ruff"
-	@$(VENV)/bin/ruff check parley services tests bench loadtests
-	@$(VENV)/bin/ruff format --check parley services tests bench loadtests
+	@$(VENV)/bin/ruff check $(PY_PATHS)
+	@$(VENV)/bin/ruff format --check $(PY_PATHS)
 
 typecheck: $(STAMP)
 	@echo "[check] mypy"
-	@$(VENV)/bin/mypy parley services
+	@$(VENV)/bin/mypy parley services gateway deploy/local/cluster.py
 
 imports: $(STAMP)
 	@echo "[check] import-linter (layering contracts)"
@@ -59,3 +60,59 @@ bench: $(STAMP) ## run the benchmarks (prints figures; see docs/benchmarks.md)
 
 clean: ## remove the embedded data directory
 	rm -rf data
+
+# -- the topology: local cluster (no Docker) and docker compose; see docs/topology.md ---------
+COMPOSE ?= docker compose
+PROFILES ?=
+
+.PHONY: cluster cluster-down up down compose-config
+
+cluster: $(STAMP) ## nginx, api ×2, realtime ×2, relay, fanout, indexer, cache as local processes (:8080)
+	bash deploy/local/engines.sh up
+	$(PY) deploy/local/cluster.py up
+
+cluster-down: ## stop the local cluster (the engines stay up: make engines-down)
+	$(PY) deploy/local/cluster.py down
+
+up: ## the same topology in Docker (PROFILES=observability adds Prometheus + Grafana)
+	$(COMPOSE) -p parley -f docker-compose.yml $(if $(PROFILES),--profile $(PROFILES)) up -d --build
+
+down: ## stop the compose topology (named volumes are kept)
+	$(COMPOSE) -p parley -f docker-compose.yml --profile observability down
+
+compose-config: ## validate docker-compose.yml without Docker, and that the gateway config is rendered
+	bash deploy/local/compose-tools.sh install
+	docker-compose -f docker-compose.yml config -q
+	$(PYTHON) gateway/render.py compose --check
+
+# -- load tests with Locust: see loadtests/README.md ------------------------------------------
+TARGET ?=
+USERS ?= 50
+SPAWN_RATE ?= 5
+RUN_TIME ?= 60s
+LOAD_PROFILE ?= default
+PROCESSES ?= 0
+WORKSPACES ?= 1
+CHANNELS ?= 20
+LOADTEST_ARGS ?=
+LOADTEST_DEPS := $(VENV)/.loadtest-$(shell cksum < loadtests/requirements.txt | cut -d' ' -f1)
+LOADTEST_RUN = $(PY) -m loadtests.run $(if $(TARGET),--target $(TARGET)) --users $(USERS) \
+	--spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --profile $(LOAD_PROFILE) --processes $(PROCESSES) \
+	--workspaces $(WORKSPACES) --channels $(CHANNELS) $(LOADTEST_ARGS)
+
+.PHONY: loadtest loadtest-ui seed
+
+$(LOADTEST_DEPS): loadtests/requirements.txt | $(STAMP)
+	@echo "[setup] installing the pinned load-test tools (loadtests/requirements.txt)…"
+	@$(PY) -m pip install -q -r loadtests/requirements.txt
+	@rm -f $(VENV)/.loadtest-* && touch $@
+
+loadtest: $(STAMP) $(LOADTEST_DEPS) ## Locust headless: TARGET= (empty: fresh embedded), USERS, SPAWN_RATE, RUN_TIME, LOAD_PROFILE, PROCESSES
+	$(LOADTEST_RUN)
+
+loadtest-ui: $(STAMP) $(LOADTEST_DEPS) ## Locust's web UI on http://127.0.0.1:8089/ (same variables as loadtest)
+	$(LOADTEST_RUN) --ui
+
+seed: $(STAMP) ## create load-test users and conversations on TARGET (default :8000): USERS, WORKSPACES, CHANNELS
+	$(PY) -m loadtests.seed --target $(or $(TARGET),http://127.0.0.1:8000) --users $(USERS) \
+		--workspaces $(WORKSPACES) --channels $(CHANNELS) --profile $(LOAD_PROFILE)

@@ -34,6 +34,7 @@ from parley.ports.eventlog import EventLog
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
 from parley.ports.search import SearchIndex
 from parley.ports.store import Store
+from parley.runtime.consumer import ConsumerRunner, EventConsumer
 from parley.runtime.resilience import FailOpenHistoryCache, FailOpenPresence, FailOpenRateLimiter
 from parley.settings import Settings
 
@@ -98,7 +99,7 @@ class Parley:
         if self.settings.redis_url:
             from parley.adapters.cache.redis import RedisHistoryCache
 
-            return FailOpenHistoryCache(RedisHistoryCache(self._redis))
+            return FailOpenHistoryCache(RedisHistoryCache(self._redis, prefix=self.settings.redis_key_prefix))
         return MemoryHistoryCache()
 
     @cached_property
@@ -106,7 +107,7 @@ class Parley:
         if self.settings.redis_url:
             from parley.adapters.cache.redis import RedisPresence
 
-            return FailOpenPresence(RedisPresence(self._redis))
+            return FailOpenPresence(RedisPresence(self._redis, prefix=self.settings.redis_key_prefix))
         return MemoryPresence()
 
     @cached_property
@@ -114,7 +115,7 @@ class Parley:
         if self.settings.redis_url:
             from parley.adapters.cache.redis import RedisRateLimiter
 
-            return FailOpenRateLimiter(RedisRateLimiter(self._redis))
+            return FailOpenRateLimiter(RedisRateLimiter(self._redis, prefix=self.settings.redis_key_prefix))
         return MemoryRateLimiter()
 
     @cached_property
@@ -137,6 +138,16 @@ class Parley:
         # SQLite has one writer: one batch at a time. MySQL locks per conversation: several.
         concurrency = 1 if self.settings.database_url is None else 4
         return MessageWriter(self.store, self.ids, on_commit=self.outbox_written, concurrency=concurrency)
+
+    def consumer_runner(self, consumer: EventConsumer) -> ConsumerRunner:
+        s = self.settings
+        return ConsumerRunner(
+            self.event_log,
+            consumer,
+            topic=s.events_topic,
+            dead_letter_topic=s.dead_letter_topic,
+            group_prefix=s.consumer_group_prefix,
+        )
 
     @cached_property
     def deps(self) -> Deps:

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     events_partitions: int = 8
     events_replication_factor: int = 1
     dead_letter_topic: str = "parley.conversation-events.v1.dlq"
+    consumer_group_prefix: str = Field(default="parley.", description="Kafka group id = prefix + service")
+    redis_key_prefix: str = Field(default="parley:", description="so several Parleys can share one Redis")
     relay_poll_interval: float = 0.2
     relay_batch_size: int = 500
     eventlog_retain_per_partition: int = 10_000

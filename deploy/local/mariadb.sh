@@ -105,6 +105,7 @@ engine_wait() {
     CREATE USER IF NOT EXISTS 'parley'@'localhost' IDENTIFIED BY 'parley';
     GRANT ALL PRIVILEGES ON \`parley\`.* TO 'parley'@'127.0.0.1', 'parley'@'localhost';
     GRANT ALL PRIVILEGES ON \`parley\\_test%\`.* TO 'parley'@'127.0.0.1', 'parley'@'localhost';
+    GRANT ALL PRIVILEGES ON \`parley\\_cluster%\`.* TO 'parley'@'127.0.0.1', 'parley'@'localhost';
   " || die "mariadb: bootstrap SQL failed"
   ping_parley || die "mariadb: SELECT 1 as parley@127.0.0.1:$PORT failed"
 }

@@ -46,6 +46,7 @@ class ConsumerRunner:
         dead_letter_topic: str,
         max_records: int = 500,
         attempts: int = 3,
+        group_prefix: str = "",
     ) -> None:
         self._log = log_
         self._handler = consumer
@@ -53,6 +54,7 @@ class ConsumerRunner:
         self._dlq = dead_letter_topic
         self._max_records = max_records
         self._attempts = attempts
+        self._group_id = group_prefix + consumer.group
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._consumer: LogConsumer | None = None
@@ -84,7 +86,7 @@ class ConsumerRunner:
                 await asyncio.sleep(1)
 
     async def _consume(self) -> None:
-        consumer = self._log.consumer(self._topic, self._handler.group)
+        consumer = self._log.consumer(self._topic, self._group_id)
         await consumer.start()
         self._consumer = consumer
         try:

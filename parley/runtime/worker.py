@@ -8,22 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley.composition import Parley
-from parley.runtime.consumer import ConsumerRunner, EventConsumer
+from parley.runtime.consumer import EventConsumer
 from parley.runtime.http import health_router
 
 
 def consumer_app(parley: Parley, consumer: EventConsumer, *engines: str) -> FastAPI:
-    settings = parley.settings
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await parley.start("event_log", *engines)
-        runner = ConsumerRunner(
-            parley.event_log,
-            consumer,
-            topic=settings.events_topic,
-            dead_letter_topic=settings.dead_letter_topic,
-        )
+        runner = parley.consumer_runner(consumer)
         runner.start()
         try:
             yield

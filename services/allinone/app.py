@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from parley.composition import Parley
-from parley.runtime.consumer import ConsumerRunner, EventConsumer
+from parley.runtime.consumer import EventConsumer
 from parley.runtime.http import health_router
 from parley.runtime.ratelimit_http import install_edge_limits
 from services.api.app import DESCRIPTION
@@ -28,6 +28,7 @@ from services.indexer.consumer import IndexerConsumer
 from services.realtime.app import drain, start_realtime
 from services.realtime.endpoint import router as realtime_router
 from services.relay.app import build_relay
+from services.slack.app import slack_router
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
@@ -44,12 +45,7 @@ def create_app(parley: Parley) -> FastAPI:
             IndexerConsumer(parley.search),
             HistoryCacheConsumer(parley.history_cache, keep=settings.history_cache_size),
         ]
-        runners = [
-            ConsumerRunner(
-                parley.event_log, c, topic=settings.events_topic, dead_letter_topic=settings.dead_letter_topic
-            )
-            for c in consumers
-        ]
+        runners = [parley.consumer_runner(c) for c in consumers]
         for runner in runners:
             runner.start()
         relay = build_relay(parley)
@@ -70,6 +66,7 @@ def create_app(parley: Parley) -> FastAPI:
     configure_api(app)
     install_edge_limits(app, parley.settings)
     app.include_router(realtime_router)
+    app.include_router(slack_router())
     app.include_router(health_router(parley.readiness))
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -82,10 +82,11 @@ class Cluster:
     def pid(self, name: str) -> int:
         return int(self.supervisorctl("pid", name))
 
-    def kill(self, name: str) -> int:
-        """SIGKILL: no shutdown hook runs, sockets are torn down by the kernel."""
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """SIGKILL by default: no shutdown hook runs, the kernel tears the sockets down.
+        (SIGTERM is the graceful stop: uvicorn finishes in-flight requests first.)"""
         pid = self.pid(name)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         return pid
 
     def wait_ready(self, name: str, *, not_pid: int | None = None, timeout: float = 90) -> None:
@@ -170,6 +171,8 @@ def cluster() -> Iterator[Cluster]:
         "PARLEY_DEAD_LETTER_TOPIC": f"parley.test-{tag}.conversation-events.v1.dlq",
         "PARLEY_EVENTS_PARTITIONS": "4",
         "PARLEY_SEARCH_INDEX": f"parley-test-{tag}",
+        "PARLEY_CONSUMER_GROUP_PREFIX": f"parley-test-{tag}.",
+        "PARLEY_REDIS_KEY_PREFIX": f"parley-test-{tag}:",
         "PARLEY_LOG_LEVEL": "INFO",
     }
     command = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import uuid
 from typing import Any
 
@@ -174,7 +175,10 @@ async def test_clients_of_a_killed_realtime_node_resume_on_the_other_missing_not
     await asyncio.to_thread(cluster.wait_ready, victim, not_pid=pid)
 
 
-async def test_rest_keeps_working_through_nginx_while_an_api_node_is_killed(cluster: Cluster) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+async def test_rest_keeps_working_through_nginx_while_an_api_node_is_killed(
+    cluster: Cluster, sig: signal.Signals
+) -> None:
     world = await make_world(cluster.url)
     alice, bob = world.users
     channel = world.channel_id
@@ -204,7 +208,7 @@ async def test_rest_keeps_working_through_nginx_while_an_api_node_is_killed(clus
 
     tasks = [asyncio.create_task(sender()), asyncio.create_task(reader())]
     await eventually(sent, lambda n: n >= 15, timeout=30)
-    pid = cluster.kill("api-1")
+    pid = cluster.kill("api-1", sig)
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
 
     assert get_statuses and set(get_statuses) == {200}, f"GET statuses: {sorted(set(get_statuses))}"
@@ -251,6 +255,37 @@ async def test_killing_relay_fanout_and_indexer_mid_stream_loses_nothing(cluster
         await asyncio.to_thread(cluster.wait_ready, name, not_pid=pid)
 
 
+async def test_the_web_page_chats_through_the_gateway_under_its_csp(cluster: Cluster) -> None:
+    """The page as served by nginx: its scripts load and its WebSocket connects under the
+    gateway's Content-Security-Policy, and two people chat across the cluster."""
+    from tests.browser.test_web_chat import CHROMIUM, CHROMIUM_ARGS, open_channel, require_browser
+
+    require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    world = await make_world(cluster.url)
+    alice, bob = world.users
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            a = await open_channel(browser, cluster.url, alice)
+            b = await open_channel(browser, cluster.url, bob)
+            violations: list[str] = []
+            for chat in (a, b):
+                chat.page.on(
+                    "console",
+                    lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+                )
+            await a.send("general", "through nginx")
+            seen = b.messages.get_by_role("listitem").filter(has_text="through nginx")
+            await expect(seen).to_be_visible(timeout=10_000)
+            assert violations == [] and a.errors == [] and b.errors == []
+        finally:
+            await browser.close()
+    await world.close()
+
+
+# Last on purpose: it spends this address's login budget at nginx for the next minute.
 async def test_nginx_rate_limits_login_with_a_json_429(cluster: Cluster) -> None:
     user = await ApiUser.signup(cluster.url)
     responses: list[httpx.Response] = []

@@ -53,4 +53,6 @@ def engine_overrides() -> Iterator[dict[str, Any]]:
             "dead_letter_topic": f"parley.test-{tag}.conversation-events.v1.dlq",
             "events_partitions": 4,
             "search_index": f"parley-test-{tag}",
+            "consumer_group_prefix": f"parley-test-{tag}.",
+            "redis_key_prefix": f"parley-test-{tag}:",
         }

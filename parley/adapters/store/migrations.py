@@ -6,6 +6,7 @@ Several processes may start at once (api ×2, realtime ×2, …): on MySQL a nam
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def server_lock_name(name: str, database: str | None) -> str:
+    """MySQL named locks are server-wide: scope them to the database so two Parleys sharing one
+    server (a test run beside a local cluster) do not block each other. At most 64 characters."""
+    digest = hashlib.sha1((database or "").encode()).hexdigest()[:16]
+    return f"{name[:47]}:{digest}"
+
+
 def _upgrade(sync_conn: Any) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = sync_conn
@@ -35,7 +43,8 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
     is_mysql = engine.dialect.name in ("mysql", "mariadb")
     async with engine.connect() as conn:
         if is_mysql:
-            got = (await conn.execute(text("SELECT GET_LOCK('parley_migrations', 60)"))).scalar()
+            lock = server_lock_name("parley_migrations", engine.url.database)
+            got = (await conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": lock})).scalar()
             if got != 1:
                 raise RuntimeError("could not take the migration lock within 60 s")
             await conn.commit()
@@ -44,5 +53,5 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
             await conn.commit()
         finally:
             if is_mysql:
-                await conn.execute(text("SELECT RELEASE_LOCK('parley_migrations')"))
+                await conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
                 await conn.commit()
