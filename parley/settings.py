@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     node_id: int = Field(default=0, ge=0, le=1023, description="Snowflake node id; unique per process")
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="proxies whose X-Forwarded-For is trusted (nginx); '*' in compose"
+    )
     startup_timeout: float = Field(default=60.0, description="seconds to wait for each engine at start-up")
 
     # Engines. Absent → embedded adapter.

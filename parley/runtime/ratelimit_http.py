@@ -25,7 +25,7 @@ from parley.ports.cache import RateLimiter
 from parley.runtime.http import error_body
 from parley.settings import Settings
 
-LIMITED_PREFIX = "/api/"
+LIMITED_PREFIX = "/api/v1/"  # Parley's REST API (the Slack facade has its own error format)
 
 
 def retry_after_header(wait_seconds: float) -> str:

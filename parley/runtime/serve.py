@@ -45,6 +45,8 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
         ws_ping_timeout=settings.ws_ping_interval,
         timeout_graceful_shutdown=10,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     DrainingServer(config, app).run()
 

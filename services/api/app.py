@@ -16,6 +16,7 @@ from parley.composition import Parley
 from parley.runtime.http import health_router, install_error_handlers, install_request_ids
 from parley.runtime.ratelimit_http import install_edge_limits
 from services.api.routes import auth, conversations, messages, search, workspaces
+from services.api.schemas import ERROR_RESPONSES
 
 DESCRIPTION = """Parley's REST API. Authenticate with `POST /api/v1/auth/login` and send the
 token as `Authorization: Bearer <token>`. Errors are `{"error": {"code", "message"}}`.
@@ -23,7 +24,7 @@ Real-time events come over the WebSocket at `/ws` (see docs/protocol.md)."""
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     for module in (auth, workspaces, conversations, messages, search):
         router.include_router(module.router)
     return router

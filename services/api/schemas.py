@@ -129,4 +129,33 @@ class SearchPublic(BaseModel):
     offset: int
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable (e.g. channel_not_found, rate_limited)")
+    message: str
+    details: list[dict[str, object]] | None = Field(default=None, description="schema violations (422)")
+    retry_after: float | None = Field(default=None, description="seconds (429; also in Retry-After)")
+
+
+class ErrorPublic(BaseModel):
+    """Every error answer of the API (docs/protocol.md)."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "the body could not be parsed",
+    401: "missing, invalid, expired or revoked token; wrong username or password",
+    403: "not allowed (e.g. not a member of the channel, not the author)",
+    404: "does not exist, or not visible to the caller (private conversations, other workspaces)",
+    409: "conflicts with existing state (e.g. username or slug taken)",
+    422: "input does not match the schema or the domain's rules",
+    429: "rate limited; retry after the Retry-After header's seconds",
+    503: "an engine behind the API is unavailable; nothing was written",
+}
+# Declared on every route so clients (and the schema tests) know every answer they can get.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorPublic, "description": meaning} for status, meaning in _ERROR_MEANINGS.items()
+}
+
+
 __all__ = ["User", "Workspace"]

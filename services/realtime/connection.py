@@ -65,6 +65,9 @@ class ClientConnection:
         self.reader: asyncio.Task[None] | None = None
         self.request_id = ""
         self.frames_seen = 0
+        # Events that arrive while the socket is being registered wait for the hello frame:
+        # a client can count on hello being the first frame.
+        self._before_hello: list[str] | None = []
         self.close_code: int | None = None
 
     # -- outbound ------------------------------------------------------------------------
@@ -74,8 +77,17 @@ class ClientConnection:
     def send_frame(self, frame: dict[str, object]) -> None:
         self.send_text(orjson.dumps(frame).decode())
 
+    def send_hello(self, hello: dict[str, object]) -> None:
+        held, self._before_hello = self._before_hello or [], None
+        self.send_frame(hello)
+        for text in held:
+            self.send_text(text)
+
     def send_text(self, text: str) -> None:
         if self._closed:
+            return
+        if self._before_hello is not None:
+            self._before_hello.append(text)
             return
         try:
             self._queue.put_nowait(text)

@@ -63,7 +63,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     conn.start_writer()
     conversations = await hub.register(conn, cursors)
     try:
-        conn.send_frame(
+        conn.send_hello(
             {
                 "type": "hello",
                 "user": user.model_dump(mode="json"),
@@ -104,7 +104,7 @@ async def _authenticate(deps: Deps, websocket: WebSocket) -> tuple[User, dict[in
             if not isinstance(frame, AuthFrame):
                 raise Unauthenticated("the first frame must be auth", code="not_authed")
             token = frame.token
-            cursors = {int(k): max(0, v) for k, v in (frame.cursors or {}).items() if k.isdigit()}
+            cursors = {int(k): max(0, v) for k, v in (frame.cursors or {}).items() if _is_id(k)}
         return await authenticate(deps, token), cursors
     except (DomainError, ValidationError, TimeoutError, KeyError, WebSocketDisconnect) as exc:
         reason = exc.message if isinstance(exc, DomainError) else 'authenticate first: {"type":"auth"}'
@@ -143,7 +143,7 @@ async def _handle_text(deps: Deps, conn: ClientConnection, text: str) -> None:
         conn.send_frame({"type": "error", "code": "invalid_json", "message": "frame is not valid JSON"})
         return
     frame_id = raw.get("id") if isinstance(raw, dict) else None
-    if not isinstance(raw, dict) or raw.get("type") not in KNOWN_TYPES:
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] not in KNOWN_TYPES:
         conn.send_frame(
             {
                 "type": "error",
@@ -202,7 +202,7 @@ async def _dispatch(deps: Deps, conn: ClientConnection, frame: object) -> None:
         conn.send_frame({"type": "ack", "id": frame.id, "read_marker": marker.model_dump(mode="json")})
     elif isinstance(frame, ResumeFrame):
         for key, seq in frame.cursors.items():
-            if key.isdigit():
+            if _is_id(key):
                 conn.rewind(int(key), max(0, seq))
         conn.send_frame({"type": "ack", "id": frame.id})
     elif isinstance(frame, PresenceFrame):
@@ -214,6 +214,11 @@ async def _dispatch(deps: Deps, conn: ClientConnection, frame: object) -> None:
         conn.send_frame(
             {"type": "error", "id": frame.id, "code": "already_authed", "message": "already authenticated"}
         )
+
+
+def _is_id(key: str) -> bool:
+    """A conversation id as JSON object keys carry it: ASCII digits, at most 63 bits."""
+    return key.isascii() and key.isdigit() and len(key) <= 19 and int(key) < 2**63
 
 
 def _safe_id(value: object) -> str | int | None:

@@ -55,9 +55,9 @@ async def history(
     conversation_id: Id,
     deps: DepsDep,
     actor: ActorDep,
-    before: Annotated[int | None, Query(ge=0, description="messages with seq below this")] = None,
+    before: Annotated[int | None, Query(ge=0, lt=2**63, description="messages with seq below this")] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="messages with seq above this, oldest first")
+        int | None, Query(ge=0, lt=2**63, description="messages with seq above this, oldest first")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> HistoryPublic:

@@ -34,7 +34,7 @@ async def replies(
     message_id: Id,
     deps: DepsDep,
     actor: ActorDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, lt=2**63)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ThreadPublic:
     root, page = await messages.thread_replies(deps, actor, message_id, after_seq=after, limit=limit)
