@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 
@@ -21,7 +22,8 @@ async def sign_up(deps: Deps, username: str, password: str, display_name: str | 
         raise InvalidInput("password: 8 to 256 characters", code="invalid_password")
     display = (display_name or username).strip()[:128] or username
     user = User(id=deps.ids.next_id(), username=username, display_name=display, created_at=datetime.now(UTC))
-    password_hash = hash_password(password)
+    # argon2 costs ~0.1-0.2 s of CPU by design: off the event loop (argon2-cffi releases the GIL).
+    password_hash = await asyncio.to_thread(hash_password, password)
     async with deps.store.write() as tx:
         if await tx.get_user_credentials(username):
             raise Conflict("username is taken", code="username_taken")
@@ -39,7 +41,8 @@ async def log_in(
     await _throttle_login(deps, username, client_ip)
     async with deps.store.read() as reader:
         found = await reader.get_user_credentials(username)
-    if not verify_password(found[1] if found else None, password) or found is None:
+    verified = await asyncio.to_thread(verify_password, found[1] if found else None, password)
+    if not verified or found is None:
         raise Unauthenticated("wrong username or password", code="invalid_credentials")
     token, _ = issue_token(found[0].id, deps.settings.secret_key, deps.settings.token_ttl_seconds)
     return token, found[0]
