@@ -40,7 +40,7 @@ from parley.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Role = Literal["api", "realtime", "relay", "fanout", "indexer", "cache", "allinone", "tool"]
+Role = Literal["api", "realtime", "relay", "fanout", "indexer", "cache", "slack", "allinone", "tool"]
 
 
 class Parley:

@@ -154,3 +154,29 @@ outbox = Table(
     UniqueConstraint("conversation_id", "seq", name="uq_outbox_conversation_seq"),
     Index("ix_outbox_unpublished", "published", "id"),
 )
+
+# -- Slack-compatible facade (migration 0003) ------------------------------------------------
+# A bot is a user with this row; its event subscriptions are a comma-separated list.
+bots = Table(
+    "bots",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("workspace_id", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("event_types", String(255), nullable=False),
+    Column("created_by", BigInteger, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_bots_workspace", "workspace_id"),
+)
+
+# API tokens (xoxp/xoxb/xapp): only the SHA-256 of each token is stored.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("workspace_id", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_api_tokens_user", "user_id"),
+)

@@ -24,9 +24,10 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.adapters.store import schema as t
-from parley.adapters.store.migrations import upgrade_to_head
+from parley.adapters.store.migrations import server_lock_name, upgrade_to_head
 from parley.domain.errors import Conflict, Unavailable
 from parley.domain.events import Event
+from parley.domain.integrations import ApiToken, Bot, TokenKind
 from parley.domain.models import (
     Conversation,
     ConversationKind,
@@ -584,6 +585,75 @@ class SqlSession:
         )
         return int(result.rowcount or 0)
 
+    # -- Slack-compatible facade: message by position, bots, API tokens --------------------
+    async def get_message_by_seq(self, conversation_id: int, seq: int) -> Message | None:
+        m = t.messages
+        row = (
+            await self._c.execute(select(m).where(m.c.conversation_id == conversation_id, m.c.seq == seq))
+        ).first()
+        return (await self._with_reactions([row]))[0] if row else None
+
+    async def get_workspace_by_slug(self, slug: str) -> Workspace | None:
+        row = (await self._c.execute(select(t.workspaces).where(t.workspaces.c.slug == slug))).first()
+        return _workspace(row) if row else None
+
+    async def get_bots(self, user_ids: Sequence[int]) -> list[Bot]:
+        if not user_ids:
+            return []
+        rows = await self._c.execute(select(t.bots).where(t.bots.c.user_id.in_(list(user_ids))))
+        return [
+            Bot(
+                user_id=r.user_id,
+                workspace_id=r.workspace_id,
+                name=r.name,
+                event_types=tuple(e for e in r.event_types.split(",") if e),
+                created_by=r.created_by,
+                created_at=_aware(r.created_at),
+            )
+            for r in rows
+        ]
+
+    async def create_bot_txn(self, bot: Bot) -> None:
+        await self._c.execute(
+            insert(t.bots).values(
+                user_id=bot.user_id,
+                workspace_id=bot.workspace_id,
+                name=bot.name,
+                event_types=",".join(bot.event_types),
+                created_by=bot.created_by,
+                created_at=_db(bot.created_at),
+            )
+        )
+
+    async def get_api_token(self, token_hash: str) -> ApiToken | None:
+        at = t.api_tokens
+        row = (await self._c.execute(select(at).where(at.c.token_hash == token_hash))).first()
+        if row is None:
+            return None
+        return ApiToken(
+            token_hash=row.token_hash,
+            kind=TokenKind(row.kind),
+            user_id=row.user_id,
+            workspace_id=row.workspace_id,
+            created_at=_aware(row.created_at),
+        )
+
+    async def create_api_token_txn(self, token: ApiToken) -> None:
+        await self._c.execute(
+            insert(t.api_tokens).values(
+                token_hash=token.token_hash,
+                kind=token.kind.value,
+                user_id=token.user_id,
+                workspace_id=token.workspace_id,
+                created_at=_db(token.created_at),
+            )
+        )
+
+    async def delete_api_token_txn(self, token_hash: str) -> bool:
+        at = t.api_tokens
+        result = await self._c.execute(delete(at).where(at.c.token_hash == token_hash))
+        return bool(result.rowcount)
+
 
 class SqlStore:
     """``Store`` on SQLAlchemy 2 async: ``sqlite+aiosqlite://`` or ``mysql+aiomysql://`` URLs."""
@@ -649,6 +719,7 @@ class SqlStore:
         if self.is_sqlite:
             # The embedded store belongs to one process (the all-in-one): nobody to compete with.
             return _ProcessLease()
+        name = server_lock_name(name, self._writer.url.database)
         conn = await self._writer.connect()
         try:
             got = (await conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name})).scalar()
