@@ -25,17 +25,23 @@ def mysql_database(base_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server; dropped afterwards."""
     parts = urlsplit(base_url)
     name = f"parley_test_{uuid.uuid4().hex[:12]}"
-    conn = pymysql.connect(
-        host=parts.hostname, port=parts.port or 3306, user=parts.username, password=parts.password or ""
-    )
+
+    def run(statement: str) -> None:
+        # A fresh connection each time: a test may have restarted the server in between.
+        conn = pymysql.connect(
+            host=parts.hostname, port=parts.port or 3306, user=parts.username, password=parts.password or ""
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    run(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         yield _with_database(base_url, name)
     finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
+        run(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @contextmanager

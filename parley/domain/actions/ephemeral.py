@@ -3,6 +3,7 @@ never replayed — losing one is harmless, delaying a message for one is not).""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from parley.domain.deps import Deps
@@ -12,6 +13,7 @@ from parley.domain.models import User
 from parley.domain.permissions import readable_conversation, require_workspace_member
 from parley.ports.pubsub import conversation_channel, workspace_channel
 
+log = logging.getLogger(__name__)
 STATUSES = frozenset({"online", "away", "offline"})
 
 
@@ -28,7 +30,7 @@ async def send_typing(
         ts=datetime.now(UTC),
         data={"user_id": str(actor.id), "thread_root_id": str(thread_root_id) if thread_root_id else None},
     )
-    await deps.pubsub.publish(conversation_channel(conversation_id), event.to_bytes())
+    await _publish(deps, [(conversation_channel(conversation_id), event.to_bytes())])
 
 
 async def set_presence(deps: Deps, actor: User, status: str) -> None:
@@ -38,7 +40,8 @@ async def set_presence(deps: Deps, actor: User, status: str) -> None:
     async with deps.store.read() as reader:
         workspaces = await reader.list_user_workspaces(actor.id)
     now = datetime.now(UTC)
-    await deps.pubsub.publish_many(
+    await _publish(
+        deps,
         [
             (
                 workspace_channel(w.id),
@@ -51,7 +54,7 @@ async def set_presence(deps: Deps, actor: User, status: str) -> None:
                 ).to_bytes(),
             )
             for w in workspaces
-        ]
+        ],
     )
 
 
@@ -62,3 +65,12 @@ async def get_presence(deps: Deps, actor: User, workspace_id: int) -> dict[int, 
         members = [m.user_id for m in await reader.list_workspace_members(workspace_id)]
     statuses = await deps.presence.get_many(members)
     return {uid: statuses.get(uid, "offline") for uid in members}
+
+
+async def _publish(deps: Deps, items: list[tuple[str, bytes]]) -> None:
+    """Ephemeral events are best effort: a pub/sub outage drops them (logged), never fails the
+    caller — a socket must not die because Redis is restarting."""
+    try:
+        await deps.pubsub.publish_many(items)
+    except Exception as exc:
+        log.warning("ephemeral event dropped: pub/sub unavailable (%s)", exc)
