@@ -10,12 +10,13 @@ import glob
 import os
 import platform
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 import redis
 
 from bench.server import EngineUrls
@@ -54,7 +55,7 @@ def machine_lines() -> list[str]:
 
 def engine_versions(urls: EngineUrls) -> dict[str, str]:
     """Each engine's own answer about its version; "unreachable: …" when it does not answer."""
-    probes = {
+    probes: dict[str, Callable[[], str]] = {
         "MariaDB/MySQL": lambda: _mysql_version(urls.database),
         "Kafka": _kafka_version,
         "Redis": lambda: _redis_version(urls.redis),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ class Recording:
 
 async def record_later(pid: int, delay: float, duration: float, output_base: Path) -> Recording:
     """Start sampling ``pid`` after ``delay`` seconds, for ``duration`` seconds."""
-    exe = shutil.which("py-spy")
+    beside_python = Path(sys.executable).with_name("py-spy")
+    exe = str(beside_python) if beside_python.exists() else shutil.which("py-spy")
     if exe is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy (into the venv)")
     output_base.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,9 @@ async def record_later(pid: int, delay: float, duration: float, output_base: Pat
             str(SAMPLE_RATE),
             "--format",
             "raw",
+            # Only the thread holding the GIL: the server's ceiling is one interpreter, and
+            # threads blocked on the GIL (aiosqlite's workers) would otherwise look busy.
+            "--gil",
             "--output",
             str(output),
             stdout=asyncio.subprocess.DEVNULL,
@@ -119,7 +124,7 @@ def report(collapsed: Path, top: int = 25) -> str:
         return "\n".join(f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(top))
 
     return (
-        f"{total} samples at {SAMPLE_RATE} Hz (on-CPU Python stacks of the server)\n"
+        f"{total} samples at {SAMPLE_RATE} Hz (stacks of the thread holding the GIL)\n"
         f"self time by package:\n{rows(by_package)}\n"
         f"self time by function:\n{rows(self_time)}\n"
         f"inclusive time by function:\n{rows(inclusive)}"

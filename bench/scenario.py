@@ -71,7 +71,9 @@ async def running_server(
     options: Options, mode: Mode, settings: dict[str, str] | None = None, module: str = "services.allinone"
 ) -> AsyncIterator[ParleyServer]:
     """A fresh server for one run; always stopped (and its data removed) afterwards."""
-    server = ParleyServer(mode, settings={**UNLIMITED_RATE, **(settings or {})}, urls=options.urls, module=module)
+    server = ParleyServer(
+        mode, settings={**UNLIMITED_RATE, **(settings or {})}, urls=options.urls, module=module
+    )
     progress(f"starting {module} ({mode}) on port {server.port}; load average {load_average()}")
     await server.start()
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import resource
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ async def _set_up(
         for i, ws in enumerate(sockets[: options.senders])
     ]
     listeners = [Listener(ws) for ws in sockets[options.senders :]]
-    tasks = [asyncio.create_task(c.read()) for c in [*senders, *listeners]]
+    tasks = [asyncio.create_task(s.read()) for s in senders] + [
+        asyncio.create_task(lis.read()) for lis in listeners
+    ]
     return senders, listeners, tasks
 
 
@@ -200,8 +203,9 @@ async def _warm_up(sender: Sender, listeners: Sequence[Listener]) -> None:
 
 
 async def _acks_of(sender: Sender, timeout: float) -> list[Ack]:
-    deadline = time.monotonic() + timeout
-    while sender.pending and time.monotonic() < deadline:
+    for _ in range(int(timeout / 0.01)):
+        if not sender.pending:
+            break
         await asyncio.sleep(0.01)
     return sender.acks
 
@@ -223,7 +227,8 @@ async def _saturate(
         recorder = await profile.record_later(
             server.pid, options.warmup, options.duration, options.profile_dir / f"send-deliver-{server.tag}"
         )
-    await asyncio.gather(*(_closed_loop(s, window.end_ns) for s in senders))
+    cpu = CpuMeter(server, window)
+    await asyncio.gather(cpu.watch(), *(_closed_loop(s, window.end_ns) for s in senders))
     acks = await _all_acks(senders)
     last_ack = max(a.acked_ns for a in acks)
     missing, drained_ns = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
@@ -236,15 +241,46 @@ async def _saturate(
         "sends_per_s": len(in_window) / window.seconds,
         "listener_deliveries_per_s": deliveries / window.seconds,
         "socket_deliveries_per_s": (deliveries + echoes) / window.seconds,
+        **cpu.figures(),
         "sat_missing": float(missing),
         "sat_drain_s": max(0, drained_ns - last_ack) / 1e9,
         **summarize_ms([a.acked_ns - a.sent_ns for a in in_window], "sat_ack"),
     }
     progress(
         f"phase A: {result['sends_per_s']:,.0f} sends/s, {result['listener_deliveries_per_s']:,.0f} "
-        f"listener deliveries/s, {missing} missing, delivery drain {result['sat_drain_s']:.2f} s after last ack"
+        f"listener deliveries/s, {missing} missing, "
+        f"delivery drain {result['sat_drain_s']:.2f} s after last ack; "
+        f"CPU cores busy: server {result['server_cpu']:.2f}, harness {result['harness_cpu']:.2f}"
     )
     return result
+
+
+class CpuMeter:
+    """CPU used by the server and by this harness during a window, in cores (1.0 = one core
+    busy all the time): on a shared 2-core machine it says who had the CPU."""
+
+    def __init__(self, server: ParleyServer, window: Window) -> None:
+        self._server = server
+        self._window = window
+        self._start: tuple[float, float] = (0.0, 0.0)
+        self._end: tuple[float, float] = (0.0, 0.0)
+
+    def _sample(self) -> tuple[float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return self._server.cpu_seconds(), usage.ru_utime + usage.ru_stime
+
+    async def watch(self) -> None:
+        await asyncio.sleep(max(0, self._window.start_ns - time.perf_counter_ns()) / 1e9)
+        self._start = self._sample()
+        await asyncio.sleep(max(0, self._window.end_ns - time.perf_counter_ns()) / 1e9)
+        self._end = self._sample()
+
+    def figures(self) -> dict[str, float]:
+        seconds = self._window.seconds
+        return {
+            "server_cpu": (self._end[0] - self._start[0]) / seconds,
+            "harness_cpu": (self._end[1] - self._start[1]) / seconds,
+        }
 
 
 async def _closed_loop(sender: Sender, until_ns: int) -> None:
@@ -273,13 +309,18 @@ async def _paced(
     count = int(duration * 1e9 / interval_ns)
     start_ns = deadline_after(0.1)
     await asyncio.gather(
-        *(_open_loop(s, start_ns + s.index * interval_ns // len(senders), interval_ns, count) for s in senders)
+        *(
+            _open_loop(s, start_ns + s.index * interval_ns // len(senders), interval_ns, count)
+            for s in senders
+        )
     )
     acks = await _all_acks(senders)
     missing, _ = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
     measured_from = start_ns + int(PHASE_B_WARMUP * 1e9)
     sent_at = {a.client_msg_id: a.sent_ns for a in acks if a.sent_ns >= measured_from}
-    latencies = [t - sent_at[cmid] for lis in listeners for cmid, t in lis.received.items() if cmid in sent_at]
+    latencies = [
+        t - sent_at[cmid] for lis in listeners for cmid, t in lis.received.items() if cmid in sent_at
+    ]
     measured_s = max(a.sent_ns for a in acks) / 1e9 - measured_from / 1e9
     result = {
         "paced_rate": len(sent_at) / measured_s if measured_s > 0 else 0.0,
@@ -311,7 +352,9 @@ async def _all_acks(senders: Sequence[Sender]) -> list[Ack]:
     deadline = time.monotonic() + DRAIN_TIMEOUT
     while any(s.pending for s in senders):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{sum(len(s.pending) for s in senders)} sends unanswered after {DRAIN_TIMEOUT} s")
+            raise RuntimeError(
+                f"{sum(len(s.pending) for s in senders)} sends unanswered after {DRAIN_TIMEOUT} s"
+            )
         await asyncio.sleep(0.01)
     acks = [a for s in senders for a in s.acks]
     if not acks:

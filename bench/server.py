@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,18 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the harness dies (no orphaned servers)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ParleyServer:
     """``python -m <module>`` (the all-in-one by default) on a free loopback port."""
 
@@ -77,7 +90,8 @@ class ParleyServer:
         self.log_path = self.workdir / "server.log"
         self._settings = settings or {}
         self._database: str | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._env: dict[str, str] = {}
+        self.proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
@@ -95,6 +109,9 @@ class ParleyServer:
     def rss_bytes(self) -> int:
         return rss_bytes(self.pid)
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, timeout: float = 120.0) -> None:
         env = {
@@ -106,10 +123,18 @@ class ParleyServer:
         }
         if self.mode == "engines":
             env.update(self._provision_engines())
+        self._env = env
         with self.log_path.open("ab") as log:
             # The harness raised its own RLIMIT_NOFILE; the child inherits it (idle-connections).
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                self.module,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         await self._wait_ready(timeout)
 
@@ -119,7 +144,7 @@ class ParleyServer:
         deadline = loop.time() + timeout
         async with httpx.AsyncClient() as http:
             while True:
-                if self.proc.poll() is not None:
+                if self.proc.returncode is not None:
                     raise RuntimeError(f"{self.module} exited early:\n{self.log_tail()}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(f"{self.url}/readyz", timeout=2)).status_code == 200:
@@ -128,18 +153,45 @@ class ParleyServer:
                     raise RuntimeError(f"{self.module} not ready within {timeout} s:\n{self.log_tail()}")
                 await asyncio.sleep(0.1)
 
-    async def stop(self) -> None:
-        """SIGTERM (graceful drain), SIGKILL after 30 s; then remove what this run created."""
-        if self.proc is not None and self.proc.poll() is None:
+    async def terminate(self) -> None:
+        """SIGTERM (graceful drain), SIGKILL after 30 s. The data stays until ``stop``."""
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
                 self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
+                await asyncio.wait_for(self.proc.wait(), 10)
+
+    async def stop(self) -> None:
+        """Terminate, then remove what this run created (data directory, database, topics, index)."""
+        await self.terminate()
         if self.mode == "engines":
             await self._remove_engine_data()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def run_tool(self, module: str, *args: str, timeout: float = 300) -> str:
+        """Run ``python -m module`` on this server's data and settings (after ``terminate``, for
+        tools that want the data to themselves); returns its output."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            cwd=REPO,
+            env=self._env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            raise
+        text = out.decode(errors="replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} exited with {proc.returncode}:\n{text[-2000:]}")
+        return text
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -159,7 +211,9 @@ class ParleyServer:
     def _provision_engines(self) -> dict[str, str]:
         self._database = f"parley_test_bench_{self.tag}"
         with _mysql(self.urls.database) as cur:
-            cur.execute(f"CREATE DATABASE `{self._database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            cur.execute(
+                f"CREATE DATABASE `{self._database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
         return {
             "PARLEY_DATABASE_URL": f"{self.urls.database}/{self._database}?charset=utf8mb4",
             "PARLEY_KAFKA_BOOTSTRAP": self.urls.kafka,
