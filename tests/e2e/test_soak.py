@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Cluster
 from tests.support.invariants import ResilientClient, check_invariants
 from tests.support.wait import eventually
@@ -27,6 +29,7 @@ def _engines(action: str, engine: str) -> None:
     subprocess.run(["bash", str(REPO / "deploy/local/engines.sh"), action, engine], check=True, timeout=300)
 
 
+@pytest.mark.timeout(900)
 async def test_soak_with_faults_loses_nothing(cluster: Cluster) -> None:
     world = await make_world(cluster.url, 6)
     users = world.users
