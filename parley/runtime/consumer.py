@@ -111,6 +111,8 @@ class ConsumerRunner:
         while True:
             try:
                 await self._handler.handle_batch(events)
+                for event in events:
+                    metrics.observe_age(group, event.ts)
                 break
             except Exception as exc:
                 if await self._engine_ok():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Gauge, Histogram
 
 SENDS = Counter("parley_messages_sent_total", "Messages stored and acknowledged", ["via"])
@@ -21,3 +23,13 @@ DELIVERED = Counter("parley_ws_events_delivered_total", "Events written to WebSo
 GAP_FILLS = Counter("parley_ws_gap_fills_total", "Gaps in a conversation's stream filled from the store")
 CONNECTIONS = Gauge("parley_ws_connections", "Open WebSocket connections on this node")
 SLOW_CLOSES = Counter("parley_ws_slow_consumer_closes_total", "Sockets closed because their queue overflowed")
+EVENT_AGE = Histogram(
+    "parley_event_age_seconds",
+    "Age of an event (since its commit-time timestamp) when a hop handles it",
+    ["hop"],  # a consumer group (fanout, indexer, cache) or "delivery" on a realtime node
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+def observe_age(hop: str, ts: datetime) -> None:
+    EVENT_AGE.labels(hop).observe(max(0.0, (datetime.now(UTC) - ts).total_seconds()))

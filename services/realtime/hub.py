@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from datetime import datetime
 
 import orjson
 
@@ -170,6 +171,8 @@ class RealtimeHub:
             log.warning("ignoring malformed pub/sub message on %s", channel)
             return
         text = payload.decode()
+        if kind == "conv" and event.get("seq") is not None:
+            metrics.observe_age("delivery", datetime.fromisoformat(str(event["ts"])))
         if kind == "conv":
             self._deliver_conversation_event(target, event, text)
         elif kind == "user":
