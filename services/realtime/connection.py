@@ -157,6 +157,15 @@ class ClientConnection:
         stream.last_seq = seq
         self.send_text(text)
 
+    def catch_up(self, conversation_id: int) -> None:
+        """The store is ahead of what this socket was sent (a pub/sub message was lost at the
+        tail of a conversation, where no later event would reveal the gap): fill it now."""
+        stream = self.streams.get(conversation_id)
+        if stream is None or stream.filling:
+            return
+        stream.filling = True
+        asyncio.get_running_loop().create_task(self._fill(conversation_id, stream))
+
     def rewind(self, conversation_id: int, last_seq: int) -> None:
         """The client (resuming) has seen only up to ``last_seq``: replay from there."""
         stream = self.streams.get(conversation_id)

@@ -25,6 +25,7 @@ from parley.runtime import metrics
 from services.realtime.connection import ClientConnection, Gap
 
 log = logging.getLogger(__name__)
+SWEEP_INTERVAL = 2.0
 
 
 class RealtimeHub:
@@ -36,6 +37,7 @@ class RealtimeHub:
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
         self._status: dict[int, str] = {}
         self.stopped = False
@@ -47,17 +49,47 @@ class RealtimeHub:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="realtime-hub")
         self._presence_task = asyncio.create_task(self._refresh_presence(), name="presence-refresh")
+        self._sweep_task = asyncio.create_task(self._sweep(), name="catch-up-sweep")
 
     async def stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
-        for task in (self._task, self._presence_task):
+        for task in (self._task, self._presence_task, self._sweep_task):
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if self._subscription:
             await self._subscription.close()
+
+    async def _sweep(self) -> None:
+        """Safety net for pub/sub's at-most-once delivery: a lost event is normally noticed when
+        the next one arrives (seq gap), but a loss at the tail of a conversation has no next
+        event. Every few seconds, compare each followed conversation's stored ``last_seq`` with
+        what each socket was sent; a socket still behind on two sweeps in a row is filled from
+        the store (one sweep's lag is usually an event still in flight)."""
+        behind: set[tuple[ClientConnection, int]] = set()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                conversation_ids = list(self._by_conversation)
+                if not conversation_ids:
+                    continue
+                async with self._deps.store.read() as reader:
+                    stored = await reader.last_seqs(conversation_ids)
+                now_behind: set[tuple[ClientConnection, int]] = set()
+                for conversation_id, last in stored.items():
+                    for conn in list(self._by_conversation.get(conversation_id, ())):
+                        stream = conn.streams.get(conversation_id)
+                        if stream is not None and not stream.filling and stream.last_seq < last:
+                            now_behind.add((conn, conversation_id))
+                for conn, conversation_id in now_behind & behind:
+                    conn.catch_up(conversation_id)
+                behind = now_behind
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("catch-up sweep failed; next one in %s s", SWEEP_INTERVAL, exc_info=True)
 
     def note_status(self, user_id: int, status: str) -> None:
         self._status[user_id] = status

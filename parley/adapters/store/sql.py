@@ -316,6 +316,13 @@ class SqlSession:
         rows = await self._c.execute(select(cm.c.conversation_id).where(cm.c.user_id == user_id))
         return [r.conversation_id for r in rows]
 
+    async def last_seqs(self, conversation_ids: Sequence[int]) -> dict[int, int]:
+        if not conversation_ids:
+            return {}
+        c = t.conversations
+        rows = await self._c.execute(select(c.c.id, c.c.last_seq).where(c.c.id.in_(list(conversation_ids))))
+        return {r.id: int(r.last_seq) for r in rows}
+
     async def create_conversation_txn(self, conversation: Conversation, dm_key: str | None) -> None:
         try:
             await self._insert_conversation(conversation, dm_key)
