@@ -151,6 +151,7 @@ FIGURES = [
     Figure("ack_p50_ms", "ack p50 ms"),
     Figure("ack_p99_ms", "ack p99 ms"),
     Figure("missing", "missing deliveries"),
+    Figure("server_cpu", "server CPU (cores)"),
     Figure("load1", "load avg"),
 ]
 
