@@ -5,7 +5,7 @@ requests the same way:
 
     python gateway/render.py compose              # writes gateway/nginx.compose.conf
     python gateway/render.py compose --check      # exit 1 if that file is stale
-    python gateway/render.py local --listen 127.0.0.1:8080 --api 127.0.0.1:8101 ...
+    python gateway/render.py local --listen 127.0.0.1:8080 --api 8101 8102 --slack 8401 ...
 
 The local cluster launcher (``deploy/local/cluster.py``) imports :func:`local_config` and
 :func:`render` instead of shelling out. Substitution is strict: a ``{{name}}`` without a value,
@@ -32,6 +32,11 @@ PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 COMPOSE_SERVICE_PORT = 8000
 COMPOSE_API_HOSTS = ("api-1", "api-2")
 COMPOSE_REALTIME_HOSTS = ("realtime-1", "realtime-2")
+# One Slack facade node in compose (an app's Socket Mode sockets are pinned to one node by the
+# gateway's hash, so more nodes spread apps, not one app's load).
+COMPOSE_SLACK_HOSTS = ("slack",)
+# The local cluster's first slack node (port base 8000 + 401), the default of `render.py local`.
+LOCAL_SLACK_PORT = 8401
 # Docker's embedded DNS server, reachable from every container on a user-defined network.
 DOCKER_DNS = "127.0.0.11"
 
@@ -43,6 +48,8 @@ class GatewayConfig:
     listen: str
     api_servers: Sequence[str]
     realtime_servers: Sequence[str]
+    # The Slack-compatible facade: Web API (least_conn) and Socket Mode (hashed on the app id).
+    slack_servers: Sequence[str]
     web_root: str
     pid_path: str
     error_log: str
@@ -98,6 +105,7 @@ def render(config: GatewayConfig, template: str | None = None) -> str:
         "login_retry_after": str(_retry_after_seconds(config.login_rate)),
         "api_servers": _server_lines(config.api_servers, config),
         "realtime_servers": _server_lines(config.realtime_servers, config),
+        "slack_servers": _server_lines(config.slack_servers, config),
         "listen": config.listen,
         "client_max_body_size": config.client_max_body_size,
         "web_root": config.web_root.rstrip("/"),
@@ -124,6 +132,7 @@ def compose_config() -> GatewayConfig:
         listen="80",
         api_servers=[f"{h}:{COMPOSE_SERVICE_PORT}" for h in COMPOSE_API_HOSTS],
         realtime_servers=[f"{h}:{COMPOSE_SERVICE_PORT}" for h in COMPOSE_REALTIME_HOSTS],
+        slack_servers=[f"{h}:{COMPOSE_SERVICE_PORT}" for h in COMPOSE_SLACK_HOSTS],
         web_root="/srv/parley/web",
         pid_path="/var/run/nginx.pid",
         error_log="/dev/stderr",
@@ -142,6 +151,7 @@ def local_config(
     api_ports: Sequence[int],
     realtime_ports: Sequence[int],
     web_root: Path,
+    slack_ports: Sequence[int] = (LOCAL_SLACK_PORT,),
     login_rate: str = "10r/m",
     login_burst: int = 5,
 ) -> GatewayConfig:
@@ -150,6 +160,7 @@ def local_config(
         listen=listen,
         api_servers=[f"127.0.0.1:{p}" for p in api_ports],
         realtime_servers=[f"127.0.0.1:{p}" for p in realtime_ports],
+        slack_servers=[f"127.0.0.1:{p}" for p in slack_ports],
         web_root=str(web_root),
         pid_path=str(state_dir / "nginx.pid"),
         error_log=str(log_dir / "nginx-error.log"),
@@ -175,6 +186,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     local.add_argument("--listen", default="127.0.0.1:8080")
     local.add_argument("--api", nargs="+", type=int, default=[8101, 8102], metavar="PORT")
     local.add_argument("--realtime", nargs="+", type=int, default=[8201, 8202], metavar="PORT")
+    local.add_argument("--slack", nargs="+", type=int, default=[LOCAL_SLACK_PORT], metavar="PORT")
     local.add_argument("--state-dir", type=Path, default=Path(".state/cluster/nginx"))
     local.add_argument("--log-dir", type=Path, default=Path(".state/cluster/logs"))
     local.add_argument("--web-root", type=Path, default=GATEWAY_DIR.parent / "web")
@@ -199,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 listen=args.listen,
                 api_ports=args.api,
                 realtime_ports=args.realtime,
+                slack_ports=args.slack,
                 web_root=args.web_root.resolve(),
             )
         )

@@ -14,6 +14,7 @@ per process, ``supervisorctl`` to poke at single processes):
     fanout       port base + 302          python -m services.fanout
     indexer      port base + 303          python -m services.indexer
     cache        port base + 304          python -m services.cache
+    slack-1…     port base + 401…         python -m services.slack (Slack Web API + Socket Mode)
 
 The engines (MariaDB, Kafka, Redis, Elasticsearch) are NOT started here: ``make cluster`` runs
 ``deploy/local/engines.sh up`` first, and their URLs come from the environment
@@ -88,6 +89,9 @@ class Spec:
     database: str = "parley_cluster"
     api_nodes: int = 2
     realtime_nodes: int = 2
+    # One, as in docker-compose.yml; more spread apps over nodes (nginx pins each app's Socket
+    # Mode sockets to one node by hashing its app id), the e2e tests run two to prove the pinning.
+    slack_nodes: int = 1
     node_id_base: int = 0
     login_rate: str = "10r/m"
     login_burst: int = 5
@@ -152,6 +156,7 @@ def plan(spec: Spec) -> list[Process]:
         proc(f"realtime-{i}", "realtime", b + 200 + i, n + 10 + i) for i in range(1, spec.realtime_nodes + 1)
     ]
     procs += [proc(w, w, b + 301 + i, n + 21 + i) for i, w in enumerate(WORKERS)]
+    procs += [proc(f"slack-{i}", "slack", b + 400 + i, n + 30 + i) for i in range(1, spec.slack_nodes + 1)]
     return procs
 
 
@@ -282,6 +287,7 @@ def write_nginx_config(spec: Spec, procs: Sequence[Process]) -> bool:
         listen=f"127.0.0.1:{spec.gateway_port}",
         api_ports=[p.port for p in procs if p.kind == "api"],
         realtime_ports=[p.port for p in procs if p.kind == "realtime"],
+        slack_ports=[p.port for p in procs if p.kind == "slack"],
         web_root=REPO / "web",
         login_rate=spec.login_rate,
         login_burst=spec.login_burst,
@@ -610,16 +616,20 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Spec]:
         "--port-base",
         type=int,
         default=int(env.get("PARLEY_CLUSTER_PORT_BASE", "8000")),
-        help="api nodes listen on base+101…, realtime on base+201…, workers on base+301…",
+        help="api nodes listen on base+101…, realtime on base+201…, workers on base+301…, slack on base+401…",
     )
     parser.add_argument("--database", default=env.get("PARLEY_CLUSTER_DATABASE", "parley_cluster"))
     parser.add_argument("--api-nodes", type=int, default=2)
     parser.add_argument("--realtime-nodes", type=int, default=2)
+    parser.add_argument("--slack-nodes", type=int, default=1, help="Slack-compatible facade nodes (≥ 1)")
     parser.add_argument("--node-id-base", type=int, default=int(env.get("PARLEY_CLUSTER_NODE_ID_BASE", "0")))
     parser.add_argument("--login-rate", default="10r/m", help="nginx login limit (e.g. 10r/m)")
     parser.add_argument("--login-burst", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     args = parser.parse_args(argv)
+    for flag in ("api_nodes", "realtime_nodes", "slack_nodes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1 (nginx needs a server per upstream)")
     spec = Spec(
         state_dir=args.state_dir.resolve(),
         gateway_port=args.gateway_port,
@@ -627,6 +637,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Spec]:
         database=args.database,
         api_nodes=args.api_nodes,
         realtime_nodes=args.realtime_nodes,
+        slack_nodes=args.slack_nodes,
         node_id_base=args.node_id_base,
         login_rate=args.login_rate,
         login_burst=args.login_burst,

@@ -1,7 +1,8 @@
 """One local cluster for the whole e2e session, started through the real launcher.
 
-``deploy/local/cluster.py up`` runs nginx, api ×2, realtime ×2, relay, fanout, indexer and cache
-under supervisord on the real engines (``PARLEY_TEST_*`` URLs, see tests/engines.py), with this
+``deploy/local/cluster.py up`` runs nginx, api ×2, realtime ×2, relay, fanout, indexer, cache and
+slack ×2 (two Slack facade nodes, so the gateway's per-app Socket Mode pinning is tested) under
+supervisord on the real engines (``PARLEY_TEST_*`` URLs, see tests/engines.py), with this
 session's own ports, state folder, MySQL database, Kafka topics and search index. Tests talk to
 it only through nginx, and break it the way production breaks: SIGKILL to a pid that
 ``supervisorctl`` reports. supervisord restarts what was killed; :meth:`Cluster.wait_ready`
@@ -119,8 +120,8 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port_base() -> int:
-    """A base whose +101/102, +201/202, +301..304 ports are all free."""
-    offsets = (101, 102, 201, 202, 301, 302, 303, 304)
+    """A base whose +101/102, +201/202, +301..304, +401/402 ports are all free."""
+    offsets = (101, 102, 201, 202, 301, 302, 303, 304, 401, 402)
     for base in range(21000, 60000, 1000):
         if all(_port_free(base + o) for o in offsets):
             return base
@@ -186,9 +187,11 @@ def cluster() -> Iterator[Cluster]:
         str(_free_port_base()),
         "--database",
         database,
-        # distinct from `make cluster`'s node ids (0-24): both may share one Redis
+        # distinct from `make cluster`'s node ids (0-31): both may share one Redis
         "--node-id-base",
         "500",
+        "--slack-nodes",
+        "2",
         "--timeout",
         str(START_TIMEOUT - 20),
     ]

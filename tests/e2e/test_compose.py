@@ -23,7 +23,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-PARLEY_SERVICES = {"api-1", "api-2", "realtime-1", "realtime-2", "relay", "fanout", "indexer", "cache"}
+PARLEY_SERVICES = {
+    "api-1",
+    "api-2",
+    "realtime-1",
+    "realtime-2",
+    "slack",
+    "relay",
+    "fanout",
+    "indexer",
+    "cache",
+}
 
 
 def _require(tool: str, hint: str) -> str:
@@ -90,7 +100,7 @@ def test_nginx_and_prometheus_point_at_services_that_exist(compose: dict[str, An
     services = compose["services"].keys()
     gateway = (REPO / "gateway" / "nginx.compose.conf").read_text()
     upstream_hosts = set(re.findall(r"^\s*server ([\w.-]+):\d+", gateway, flags=re.MULTILINE))
-    assert upstream_hosts == {"api-1", "api-2", "realtime-1", "realtime-2"}
+    assert upstream_hosts == {"api-1", "api-2", "realtime-1", "realtime-2", "slack"}
     scrape = yaml.safe_load((REPO / "deploy" / "observability" / "prometheus.yml").read_text())
     targets = {
         t.split(":")[0]
