@@ -26,6 +26,7 @@ from parley.adapters.eventlog.embedded import EmbeddedEventLog
 from parley.adapters.pubsub.memory import MemoryPubSub
 from parley.adapters.search.fts5 import Fts5SearchIndex
 from parley.adapters.store.sql import SqlStore
+from parley.domain.actions import messages
 from parley.domain.deps import Deps
 from parley.domain.message_writer import MessageWriter
 from parley.ids import IdGenerator
@@ -137,7 +138,13 @@ class Parley:
     def message_writer(self) -> MessageWriter:
         # SQLite has one writer: one batch at a time. MySQL locks per conversation: several.
         concurrency = 1 if self.settings.database_url is None else 4
-        return MessageWriter(self.store, self.ids, on_commit=self.outbox_written, concurrency=concurrency)
+        return MessageWriter(
+            self.store,
+            self.ids,
+            prepare=messages.prepare_sends,
+            on_commit=self.outbox_written,
+            concurrency=concurrency,
+        )
 
     def consumer_runner(self, consumer: EventConsumer) -> ConsumerRunner:
         s = self.settings

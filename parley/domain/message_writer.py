@@ -4,10 +4,12 @@ Why: a durable commit costs an fsync (SQLite) or a redo-log flush (MySQL); shari
 every send that arrived meanwhile multiplies throughput without weakening the promise — each
 send is still acknowledged only after the transaction holding it has committed.
 
-Each batch takes the seqs of its conversations under the conversation lock, inserts all
-messages and all outbox rows, and bumps reply counts, in one transaction. If the batch fails
-(say, a concurrent retry of the same ``client_msg_id``), its sends are retried one by one so
-one bad send cannot fail the others.
+Each batch checks its sends (membership, retries, threads, mentions: ``prepare``, a few
+queries for the whole batch), takes the seqs of its conversations under the conversation lock,
+inserts all messages and all outbox rows, and bumps reply counts, in one transaction. A send
+the checks reject fails alone; if the batch itself fails (say, a concurrent retry of the same
+``client_msg_id`` on another writer), its sends are retried one by one so one bad send cannot
+fail the others.
 """
 
 from __future__ import annotations
@@ -16,23 +18,51 @@ import asyncio
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from parley.domain.actions._events import new_event
 from parley.domain.errors import DomainError, Unavailable
 from parley.domain.events import Event, EventType
 from parley.domain.models import Message
 from parley.ids import IdGenerator
-from parley.ports.store import Store, StoreWriter
+from parley.ports.store import Store, StoreReader, StoreWriter
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
 
 
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A send as the client asked for it; checked and completed in the write batch."""
+
+    message_id: int
+    user_id: int
+    conversation_id: int
+    text: str
+    client_msg_id: str | None
+    thread_root_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The stored original of a retried ``client_msg_id``."""
+
+    message: Message
+
+
+PreparedSend = Message | Duplicate | DomainError
+# Checks a batch's requests inside its transaction (``messages.prepare_sends``): the writer
+# owns batching and ordering, the send action owns what a valid send is.
+PrepareSends = Callable[[StoreReader, Sequence[SendRequest]], Awaitable[list[PreparedSend]]]
+Outcome = tuple[Message, bool] | DomainError
+
+
 @dataclass
 class PendingSend:
-    message: Message  # seq is assigned by the writer
+    request: SendRequest
     future: asyncio.Future[tuple[Message, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -40,10 +70,17 @@ class PendingSend:
 
 class MessageWriter:
     def __init__(
-        self, store: Store, ids: IdGenerator, *, on_commit: Callable[[], None], concurrency: int = 1
+        self,
+        store: Store,
+        ids: IdGenerator,
+        *,
+        prepare: PrepareSends,
+        on_commit: Callable[[], None],
+        concurrency: int = 1,
     ) -> None:
         self._store = store
         self._ids = ids
+        self._prepare = prepare
         self._on_commit = on_commit
         self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
         self._concurrency = concurrency
@@ -55,11 +92,11 @@ class MessageWriter:
                 asyncio.create_task(self._run(), name="message-writer") for _ in range(self._concurrency)
             ]
 
-    async def submit(self, message: Message) -> tuple[Message, bool]:
-        """Store ``message``; returns (stored message, created). ``created`` is False when the
+    async def submit(self, request: SendRequest) -> tuple[Message, bool]:
+        """Store the send; returns (stored message, created). ``created`` is False when the
         same (user, client_msg_id) was stored before: the original is returned."""
         self._ensure_started()
-        pending = PendingSend(message)
+        pending = PendingSend(request)
         await self._queue.put(pending)
         return await pending.future
 
@@ -75,76 +112,74 @@ class MessageWriter:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                results = await self._write_batch(batch)
+                outcomes = await self._write_batch(batch)
             except Exception:
-                if len(batch) == 1:
-                    self._fail(batch[0], *_classify_failure())
-                    continue
-                # Isolate the failing send: retry each alone.
+                # Isolate the failing send: retry each alone. A batch of one is retried too: on
+                # MySQL, a concurrent writer may have committed the same (user, client_msg_id)
+                # first; the retry's checks then find it and answer as for any retry.
                 for pending in batch:
                     try:
                         self._resolve([pending], await self._write_batch([pending]))
                     except Exception:
-                        self._fail(pending, *_classify_failure())
+                        self._fail(pending, _classify_failure())
                 continue
-            self._resolve(batch, results)
+            self._resolve(batch, outcomes)
 
-    def _resolve(self, batch: list[PendingSend], results: list[tuple[Message, bool]]) -> None:
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+    def _resolve(self, batch: list[PendingSend], outcomes: list[Outcome | None]) -> None:
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
+                # The same retry twice in one batch: the second waits for the first's commit,
+                # then gets the original back (or the conflict) from the next batch's checks.
+                self._queue.put_nowait(pending)
+            elif isinstance(outcome, DomainError):
+                self._fail(pending, outcome)
+            elif not pending.future.done():
+                pending.future.set_result(outcome)
         self._on_commit()
 
     def _fail(self, pending: PendingSend, exc: BaseException) -> None:
         if not pending.future.done():
             pending.future.set_exception(exc)
 
-    async def _write_batch(self, batch: list[PendingSend]) -> list[tuple[Message, bool]]:
+    async def _write_batch(self, batch: list[PendingSend]) -> list[Outcome | None]:
         async with self._store.write() as tx:
             return await self._write_batch_txn(tx, batch)
 
-    async def _write_batch_txn(self, tx: StoreWriter, batch: list[PendingSend]) -> list[tuple[Message, bool]]:
-        results: list[tuple[Message, bool] | None] = [None] * len(batch)
-        by_conversation: dict[int, list[int]] = defaultdict(list)
-        seen_client_ids: dict[tuple[int, str], int] = {}
-        for i, pending in enumerate(batch):
-            m = pending.message
-            if m.client_msg_id:
-                key = (m.user_id, m.client_msg_id)
-                if key in seen_client_ids:
-                    continue  # same retry twice in one batch: resolved from the first below
-                existing = await tx.find_by_client_msg_id(m.user_id, m.client_msg_id)
-                if existing is not None:
-                    results[i] = (existing, False)
-                    continue
-                seen_client_ids[key] = i
-            by_conversation[m.conversation_id].append(i)
+    async def _write_batch_txn(self, tx: StoreWriter, batch: list[PendingSend]) -> list[Outcome | None]:
+        prepared = await self._prepare(tx, [p.request for p in batch])
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        by_conversation: dict[int, list[Message]] = defaultdict(list)
+        position: dict[int, int] = {}  # message id → index in the batch
+        claimed: set[tuple[int, str]] = set()
+        for i, item in enumerate(prepared):
+            if isinstance(item, DomainError):
+                outcomes[i] = item
+            elif isinstance(item, Duplicate):
+                outcomes[i] = (item.message, False)
+            elif item.client_msg_id and (item.user_id, item.client_msg_id) in claimed:
+                continue  # outcome None: retried after this batch (see _resolve)
+            else:
+                if item.client_msg_id:
+                    claimed.add((item.user_id, item.client_msg_id))
+                by_conversation[item.conversation_id].append(item)
+                position[item.id] = i
 
         stored: list[Message] = []
-        events: list[Event] = []
         replies: dict[int, int] = defaultdict(int)
-        for conversation_id, indexes in by_conversation.items():
-            last = await tx.bump_seq_txn(conversation_id, len(indexes))
-            for offset, i in enumerate(indexes):
-                seq = last - len(indexes) + 1 + offset
-                message = batch[i].message.model_copy(update={"seq": seq})
+        for conversation_id, drafts in by_conversation.items():
+            last = await tx.bump_seq_txn(conversation_id, len(drafts))
+            for offset, draft in enumerate(drafts):
+                message = draft.model_copy(update={"seq": last - len(drafts) + 1 + offset})
                 stored.append(message)
-                results[i] = (message, True)
-                events.append(_created_event(self._ids, message))
+                outcomes[position[message.id]] = (message, True)
                 if message.thread_root_id is not None:
                     replies[message.thread_root_id] += 1
         if stored:
             await tx.insert_messages_txn(stored)
-            await tx.append_events_txn(events)
+            await tx.append_events_txn([_created_event(self._ids, m) for m in stored])
         for root_id, count in replies.items():
             await tx.increment_reply_count_txn(root_id, count)
-        for i, pending in enumerate(batch):
-            if results[i] is None and pending.message.client_msg_id:
-                first = seen_client_ids[(pending.message.user_id, pending.message.client_msg_id)]
-                first_result = results[first]
-                assert first_result is not None
-                results[i] = (first_result[0], False)
-        return [r for r in results if r is not None]
+        return outcomes
 
 
 def _created_event(ids: IdGenerator, message: Message) -> Event:
@@ -158,12 +193,10 @@ def _created_event(ids: IdGenerator, message: Message) -> Event:
     )
 
 
-def _classify_failure() -> tuple[BaseException]:
+def _classify_failure() -> BaseException:
     exc = sys.exc_info()[1]
     assert exc is not None
     if isinstance(exc, DomainError):
-        return (exc,)
+        return exc
     log.exception("message write failed")
-    return (
-        Unavailable("the message store is unavailable; the message was not sent", code="store_unavailable"),
-    )
+    return Unavailable("the message store is unavailable; the message was not sent", code="store_unavailable")

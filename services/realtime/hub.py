@@ -65,31 +65,37 @@ class RealtimeHub:
     async def _sweep(self) -> None:
         """Safety net for pub/sub's at-most-once delivery: a lost event is normally noticed when
         the next one arrives (seq gap), but a loss at the tail of a conversation has no next
-        event. Every few seconds, compare each followed conversation's stored ``last_seq`` with
-        what each socket was sent; a socket still behind on two sweeps in a row is filled from
-        the store (one sweep's lag is usually an event still in flight)."""
-        behind: set[tuple[ClientConnection, int]] = set()
+        event. Every few seconds, read each followed conversation's stored ``last_seq``; a socket
+        that has still not been sent what was stored one sweep *earlier* is filled from the
+        store. Comparing with the earlier reading, not the current one, keeps busy conversations
+        (always a few events in flight) from triggering fills on every sweep."""
+        previous: dict[int, int] = {}
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 conversation_ids = list(self._by_conversation)
                 if not conversation_ids:
+                    previous = {}
                     continue
                 async with self._deps.store.read() as reader:
                     stored = await reader.last_seqs(conversation_ids)
-                now_behind: set[tuple[ClientConnection, int]] = set()
-                for conversation_id, last in stored.items():
-                    for conn in list(self._by_conversation.get(conversation_id, ())):
-                        stream = conn.streams.get(conversation_id)
-                        if stream is not None and not stream.filling and stream.last_seq < last:
-                            now_behind.add((conn, conversation_id))
-                for conn, conversation_id in now_behind & behind:
+                for conn, conversation_id in self._behind(previous):
                     conn.catch_up(conversation_id)
-                behind = now_behind
+                previous = stored
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("catch-up sweep failed; next one in %s s", SWEEP_INTERVAL, exc_info=True)
+
+    def _behind(self, stored: dict[int, int]) -> list[tuple[ClientConnection, int]]:
+        """Sockets not yet sent a conversation's events up to ``stored[conversation]``."""
+        behind = []
+        for conversation_id, last in stored.items():
+            for conn in self._by_conversation.get(conversation_id, ()):
+                stream = conn.streams.get(conversation_id)
+                if stream is not None and not stream.filling and stream.last_seq < last:
+                    behind.append((conn, conversation_id))
+        return behind
 
     def note_status(self, user_id: int, status: str) -> None:
         self._status[user_id] = status

@@ -137,6 +137,28 @@ async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
     assert found is not None and found.seq == 1
 
 
+async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:
+    """The write batch's checks: conversations, memberships and retries, many at once."""
+    user, conv = await _conversation(store)
+    other, other_conv = await _conversation(store, "random")
+    async with store.write() as tx:
+        await tx.insert_messages_txn([_message(user, conv, 1, "a"), _message(other, other_conv, 1, "a")])
+    missing = ids.next_id()
+    async with store.read() as reader:
+        conversations = await reader.get_conversations([conv.id, other_conv.id, missing])
+        members = await reader.members_among(
+            [(conv.id, user.id), (conv.id, other.id), (other_conv.id, other.id), (missing, user.id)]
+        )
+        retries = await reader.find_by_client_msg_ids([(user.id, "a"), (other.id, "a"), (user.id, "b")])
+        assert await reader.members_among([]) == set()
+    assert set(conversations) == {conv.id, other_conv.id}
+    assert conversations[conv.id].name == "general"
+    assert members == {(conv.id, user.id), (other_conv.id, other.id)}
+    assert set(retries) == {(user.id, "a"), (other.id, "a")}
+    assert retries[(user.id, "a")].conversation_id == conv.id
+    assert retries[(other.id, "a")].conversation_id == other_conv.id
+
+
 async def test_channel_names_are_unique_per_workspace(store: Store) -> None:
     _user, conv = await _conversation(store)
     clash = conv.model_copy(update={"id": ids.next_id()})

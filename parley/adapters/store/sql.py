@@ -11,14 +11,14 @@ Dialect differences live here and only here:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import and_, delete, event, func, insert, select, text, update
+from sqlalchemy import and_, delete, event, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -266,6 +266,13 @@ class SqlSession:
         ).first()
         return _conversation(row) if row else None
 
+    async def get_conversations(self, conversation_ids: Collection[int]) -> dict[int, Conversation]:
+        if not conversation_ids:
+            return {}
+        c = t.conversations
+        rows = await self._c.execute(select(c).where(c.c.id.in_(list(conversation_ids))))
+        return {row.id: _conversation(row) for row in rows}
+
     async def find_dm(self, workspace_id: int, dm_key: str) -> Conversation | None:
         c = t.conversations
         row = (
@@ -281,6 +288,14 @@ class SqlSession:
             )
         ).first()
         return row is not None
+
+    async def members_among(self, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+        if not pairs:
+            return set()
+        cm = t.conversation_members
+        key = tuple_(cm.c.conversation_id, cm.c.user_id)
+        rows = await self._c.execute(select(cm.c.conversation_id, cm.c.user_id).where(key.in_(list(pairs))))
+        return {(row.conversation_id, row.user_id) for row in rows}
 
     async def member_ids(self, conversation_id: int) -> list[int]:
         cm = t.conversation_members
@@ -407,6 +422,17 @@ class SqlSession:
             await self._c.execute(select(m).where(m.c.user_id == user_id, m.c.client_msg_id == client_msg_id))
         ).first()
         return (await self._with_reactions([row]))[0] if row else None
+
+    async def find_by_client_msg_ids(
+        self, keys: Collection[tuple[int, str]]
+    ) -> dict[tuple[int, str], Message]:
+        if not keys:
+            return {}
+        m = t.messages
+        rows = (
+            await self._c.execute(select(m).where(tuple_(m.c.user_id, m.c.client_msg_id).in_(list(keys))))
+        ).all()
+        return {(msg.user_id, msg.client_msg_id or ""): msg for msg in await self._with_reactions(rows)}
 
     async def history(
         self,

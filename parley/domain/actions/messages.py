@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,11 +12,12 @@ import orjson
 
 from parley.domain.actions._events import append_event_txn
 from parley.domain.deps import Deps
-from parley.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
+from parley.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, RateLimited
 from parley.domain.events import Event, EventType
 from parley.domain.mentions import parse_mentions
+from parley.domain.message_writer import Duplicate, PreparedSend, SendRequest
 from parley.domain.models import Conversation, Message, ReadMarker, Role, User
-from parley.domain.permissions import readable_conversation
+from parley.domain.permissions import readable_conversation, readable_conversations
 from parley.ports.cache import CachedHistory
 from parley.ports.pubsub import user_channel
 from parley.ports.store import StoreReader
@@ -56,6 +58,8 @@ def _check_text(deps: Deps, text: str) -> str:
 
 async def _resolve_mentions(reader: StoreReader, workspace_id: int, text: str) -> tuple[list[int], bool]:
     parsed = parse_mentions(text)
+    if not parsed.usernames:
+        return [], parsed.channel
     users = await reader.get_users_by_username(list(parsed.usernames))
     ids = [u.id for u in users if await reader.get_workspace_member(workspace_id, u.id)]
     return ids, parsed.channel
@@ -82,41 +86,78 @@ async def send_message(
 
     Acknowledge only after this returns: the message and its outbox row are committed. A retry
     with the same ``client_msg_id`` returns the original message with ``created=False``.
+    The checks that need the store (membership, retry, thread, mentions) run in the write
+    batch's transaction (``prepare_sends``), so they hold at the moment of the write.
     """
     text = _check_text(deps, text)
     if client_msg_id is not None and not CLIENT_MSG_ID.match(client_msg_id):
         raise InvalidInput(
             "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -", code="invalid_client_msg_id"
         )
-    async with deps.store.read() as reader:
-        conversation = await readable_conversation(reader, conversation_id, actor.id)
-        if client_msg_id is not None:
-            existing = await reader.find_by_client_msg_id(actor.id, client_msg_id)
-            if existing is not None:
-                if existing.conversation_id != conversation_id:
-                    raise Conflict(
-                        "client_msg_id was already used for another conversation",
-                        code="duplicate_client_msg_id",
-                    )
-                return existing, False
-        if thread_root_id is not None:
-            await _check_thread_root(reader, conversation, thread_root_id)
-        mentions, mentions_channel = await _resolve_mentions(reader, conversation.workspace_id, text)
     await _rate_limit(deps, actor)
-    draft = Message(
-        id=deps.ids.next_id(),
-        conversation_id=conversation_id,
-        workspace_id=conversation.workspace_id,
-        seq=0,
+    request = SendRequest(
+        message_id=deps.ids.next_id(),
         user_id=actor.id,
+        conversation_id=conversation_id,
         text=text,
         client_msg_id=client_msg_id,
         thread_root_id=thread_root_id,
-        mentions=mentions,
-        mentions_channel=mentions_channel,
         created_at=datetime.now(UTC),
     )
-    return await deps.message_writer.submit(draft)
+    return await deps.message_writer.submit(request)
+
+
+async def prepare_sends(reader: StoreReader, requests: Sequence[SendRequest]) -> list[PreparedSend]:
+    """Check a write batch's sends and complete them into messages (seq still 0), in the batch's
+    transaction: a new ``Message``, the ``Duplicate`` original of a retry, or the error that
+    rejects the send. A handful of queries per batch, not per send (group commit's point)."""
+    readable = await readable_conversations(reader, {(r.conversation_id, r.user_id) for r in requests})
+    retries = await reader.find_by_client_msg_ids(
+        {(r.user_id, r.client_msg_id) for r in requests if r.client_msg_id}
+    )
+    prepared: list[PreparedSend] = []
+    for request in requests:
+        try:
+            prepared.append(await _prepare_send(reader, request, readable, retries))
+        except DomainError as exc:
+            prepared.append(exc)
+    return prepared
+
+
+async def _prepare_send(
+    reader: StoreReader,
+    request: SendRequest,
+    readable: dict[tuple[int, int], Conversation | DomainError],
+    retries: dict[tuple[int, str], Message],
+) -> Message | Duplicate:
+    conversation = readable[(request.conversation_id, request.user_id)]
+    if isinstance(conversation, DomainError):
+        raise conversation
+    original = retries.get((request.user_id, request.client_msg_id or ""))
+    if original is not None:
+        if original.conversation_id != request.conversation_id:
+            raise _client_msg_id_reused()
+        return Duplicate(original)
+    if request.thread_root_id is not None:
+        await _check_thread_root(reader, conversation, request.thread_root_id)
+    mentions, mentions_channel = await _resolve_mentions(reader, conversation.workspace_id, request.text)
+    return Message(
+        id=request.message_id,
+        conversation_id=request.conversation_id,
+        workspace_id=conversation.workspace_id,
+        seq=0,
+        user_id=request.user_id,
+        text=request.text,
+        client_msg_id=request.client_msg_id,
+        thread_root_id=request.thread_root_id,
+        mentions=mentions,
+        mentions_channel=mentions_channel,
+        created_at=request.created_at,
+    )
+
+
+def _client_msg_id_reused() -> Conflict:
+    return Conflict("client_msg_id was already used for another conversation", code="duplicate_client_msg_id")
 
 
 async def _check_thread_root(reader: StoreReader, conversation: Conversation, root_id: int) -> Message:

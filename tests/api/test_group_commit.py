@@ -1,0 +1,97 @@
+"""Sends that arrive together are written in one batch (group commit): each still gets its own
+answer. Concurrent requests here land in the same batch, so a rejected send, a retry and a
+reused ``client_msg_id`` must not affect the other sends of that batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.server import RunningServer
+from tests.support.world import make_world
+
+
+async def test_concurrent_retries_store_each_message_once(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice, bob = world.users
+    path = f"/api/v1/conversations/{world.channel_id}/messages"
+    # Every client_msg_id is sent three times at once (a client retrying over flaky links).
+    requests = [
+        alice.http.post(path, json={"text": f"m{n}", "client_msg_id": f"once-{n}"})
+        for n in range(20)
+        for _ in range(3)
+    ]
+    responses = await asyncio.gather(*requests)
+
+    by_cmid: dict[str, list[tuple[int, str]]] = {}
+    for r in responses:
+        body = r.json()
+        by_cmid.setdefault(body["client_msg_id"], []).append((r.status_code, body["id"]))
+    assert len(by_cmid) == 20
+    for answers in by_cmid.values():
+        assert sorted(code for code, _ in answers) == [200, 200, 201], "one creation, two retries"
+        assert len({message_id for _, message_id in answers}) == 1, "retries return the original"
+    history = await bob.get(f"/conversations/{world.channel_id}/messages", params={"limit": 100})
+    texts = [m["text"] for m in history["messages"]]
+    assert sorted(texts) == sorted(f"m{n}" for n in range(20))
+    seqs = sorted(m["seq"] for m in history["messages"])
+    assert len(set(seqs)) == 20 and seqs == list(range(seqs[0], seqs[0] + 20)), "gap-free seqs"
+    await world.close()
+
+
+async def test_a_rejected_send_does_not_fail_the_others_in_its_batch(server: RunningServer) -> None:
+    world = await make_world(server.url)
+    alice, bob = world.users
+    private = await alice.post(
+        f"/workspaces/{world.workspace_id}/channels", {"name": "secret", "private": True}, expect=201
+    )
+    good = [
+        alice.http.post(f"/api/v1/conversations/{world.channel_id}/messages", json={"text": f"ok {n}"})
+        for n in range(10)
+    ]
+    bad = [
+        bob.http.post(f"/api/v1/conversations/{private['id']}/messages", json={"text": f"no {n}"})
+        for n in range(10)
+    ]
+    missing_thread = alice.http.post(
+        f"/api/v1/conversations/{world.channel_id}/messages",
+        json={"text": "reply", "thread_root_id": "12345"},
+    )
+    responses = await asyncio.gather(*good, *bad, missing_thread)
+
+    assert [r.status_code for r in responses[:10]] == [201] * 10
+    assert [r.status_code for r in responses[10:20]] == [404] * 10
+    assert all(r.json()["error"]["code"] == "channel_not_found" for r in responses[10:20])
+    assert responses[20].status_code == 404 and responses[20].json()["error"]["code"] == "thread_not_found"
+    history = await alice.get(f"/conversations/{world.channel_id}/messages", params={"limit": 100})
+    assert sorted(m["text"] for m in history["messages"]) == sorted(f"ok {n}" for n in range(10))
+    secret = await alice.get(f"/conversations/{private['id']}/messages")
+    assert secret["messages"] == []
+    await world.close()
+
+
+async def test_one_client_msg_id_sent_to_two_conversations_at_once_is_stored_once(
+    server: RunningServer,
+) -> None:
+    world = await make_world(server.url)
+    alice = world.users[0]
+    other = await alice.post(f"/workspaces/{world.workspace_id}/channels", {"name": "other"}, expect=201)
+    responses = await asyncio.gather(
+        *(
+            alice.http.post(
+                f"/api/v1/conversations/{conversation_id}/messages",
+                json={"text": "where?", "client_msg_id": "one-place"},
+            )
+            for conversation_id in (world.channel_id, other["id"])
+        )
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201, 409]
+    conflict = next(r for r in responses if r.status_code == 409)
+    assert conflict.json()["error"]["code"] == "duplicate_client_msg_id"
+    stored = [
+        m
+        for conversation_id in (world.channel_id, other["id"])
+        for m in (await alice.get(f"/conversations/{conversation_id}/messages"))["messages"]
+    ]
+    assert [m["text"] for m in stored] == ["where?"]
+    await world.close()
