@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from parley.runtime.logging import configure_logging
+from parley.runtime.websocket_protocol import BatchingWebSocketProtocol
 from parley.settings import Settings, get_settings
 
 
@@ -35,11 +36,18 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
     configure_logging(service, settings.log_level, settings.log_format)
     app = build(settings)
     print(f"parley {service}: http://{host}:{port}/  (data: {settings.data_dir.resolve()})", flush=True)
-    config = uvicorn.Config(
+    config = server_config(app, settings, host, port)
+    DrainingServer(config, app).run()
+
+
+def server_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """How every Parley process serves (the test server uses it too)."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
+        ws=BatchingWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_interval,
@@ -48,7 +56,6 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    DrainingServer(config, app).run()
 
 
 class DrainingServer(uvicorn.Server):

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from parley.domain.models import User
 from parley.runtime import metrics
+from parley.runtime.websocket_protocol import BATCH_SEND_EXTENSION, BATCH_TEXTS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,23 @@ class ClientConnection:
             )
 
     async def _write_loop(self) -> None:
+        batched = BATCH_SEND_EXTENSION in self.ws.scope.get("extensions", {})
         try:
             while True:
-                text = await self._queue.get()
-                if text is None:
+                texts = [await self._queue.get()]
+                # Everything queued goes out in one socket write (see websocket_protocol.py).
+                while batched and not self._queue.empty() and texts[-1] is not None:
+                    texts.append(self._queue.get_nowait())
+                stop = texts[-1] is None
+                frames = [t for t in texts if t is not None]
+                if len(frames) == 1:
+                    await self.ws.send_text(frames[0])
+                elif frames:
+                    await self.ws.send({"type": "websocket.send", "text": frames[0], BATCH_TEXTS_KEY: frames})
+                metrics.DELIVERED.inc(len(frames))
+                metrics.SOCKET_WRITES.inc()
+                if stop:
                     return
-                await self.ws.send_text(text)
-                metrics.DELIVERED.inc()
         except Exception:
             self._closed = True  # the socket is gone; the reader loop notices and cleans up
 

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from parley.composition import Parley
+from parley.runtime.serve import server_config
 from parley.settings import Settings
 from services.allinone.app import create_app
 
@@ -41,9 +42,7 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     parley = Parley(settings, "allinone")
     app = create_app(parley)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, ws_max_size=settings.max_frame_bytes, lifespan="on"
-    )
+    config = server_config(app, settings, "127.0.0.1", port)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(200):
