@@ -20,7 +20,7 @@ DEAD_LETTERED = Counter(
     "parley_events_dead_lettered_total", "Events sent to the dead-letter topic", ["group"]
 )
 DELIVERED = Counter("parley_ws_events_delivered_total", "Events written to WebSocket clients")
-SOCKET_WRITES = Counter("parley_ws_socket_writes_total", "Socket writes carrying those events (several per write)")
+SOCKET_WRITES = Counter("parley_ws_socket_writes_total", "Socket writes carrying those events")
 GAP_FILLS = Counter("parley_ws_gap_fills_total", "Gaps in a conversation's stream filled from the store")
 CONNECTIONS = Gauge("parley_ws_connections", "Open WebSocket connections on this node")
 SLOW_CLOSES = Counter("parley_ws_slow_consumer_closes_total", "Sockets closed because their queue overflowed")
