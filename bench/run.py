@@ -67,7 +67,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-load-wait", type=float, default=600)
     g = p.add_argument_group("send-deliver")
     g.add_argument("--senders", type=int, default=50)
-    g.add_argument("--listeners", type=int, default=10)
+    g.add_argument("--listeners", type=int, default=10, help="listening members per conversation")
+    g.add_argument(
+        "--rooms", type=int, default=1, help="conversations; the senders are spread over them (default 1)"
+    )
     g.add_argument("--window", type=int, default=4, help="sends in flight per sender at saturation")
     g.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before phase A")
     g.add_argument("--duration", type=float, default=10.0, help="measured seconds of each phase")
@@ -98,6 +101,7 @@ def options_from(args: argparse.Namespace) -> Options:
         compression=args.compression,
         senders=args.senders,
         listeners=args.listeners,
+        rooms=args.rooms,
         window=args.window,
         warmup=args.warmup,
         duration=args.duration,

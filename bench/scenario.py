@@ -23,7 +23,8 @@ class Options:
     compression: bool = False
     # send-deliver
     senders: int = 50
-    listeners: int = 10
+    listeners: int = 10  # per conversation
+    rooms: int = 1
     window: int = 4
     warmup: float = 2.0
     duration: float = 10.0

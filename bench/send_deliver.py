@@ -1,12 +1,14 @@
 """send-deliver: durable sends/s at saturation, then send→deliver latency at a fraction of it.
 
-Set-up: ``senders`` + ``listeners`` accounts, each with its own socket, all members of one
-public channel (so the senders' sockets receive every message too, as a chat client does).
+Set-up: ``rooms`` public channels (default 1); the ``senders`` are spread over them and each
+has ``listeners`` more members that only listen. Every account holds its own socket, and the
+senders' sockets receive their room's messages too, as a chat client does: a message goes out to
+``senders / rooms + listeners`` sockets.
 
 Phase A (saturation): every sender keeps ``window`` sends in flight (a new send as soon as an
 ack frees a slot) for ``warmup + duration`` seconds. The figure is acks per second over the
 ``duration`` after the warm-up; an ack means the message is committed (issue 2's "durable").
-Afterwards the harness waits until every acked message reached every listener and counts the
+Afterwards the harness waits until every acked message reached every listener of its room and counts the
 misses (must be 0) and the deliveries per second seen in the same window.
 
 Phase B (latency): open-loop pacing at ``load_fraction`` × the saturation rate just measured,
@@ -34,7 +36,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from bench import profile
+from bench import hops, profile
 from bench.clients import api, create_room, open_sockets, send_frame, sign_up_many
 from bench.scenario import Figure, Options, Scenario, deadline_after, progress, running_server
 from bench.server import Mode, ParleyServer
@@ -67,6 +69,7 @@ class Listener:
     """A member that only listens: notes when each bench message arrives, and its order."""
 
     ws: ClientConnection
+    conversation_id: str
     received: dict[str, int] = field(default_factory=dict)  # client_msg_id → arrival (ns)
     last_seq: int = 0
     out_of_order: int = 0  # a seq not above the previous one: a duplicate or a reordering
@@ -86,6 +89,7 @@ class Listener:
 
 @dataclass
 class Ack:
+    conversation_id: str
     client_msg_id: str
     sent_ns: int  # the scheduled (phase B) or actual (phase A) send time
     acked_ns: int
@@ -133,7 +137,7 @@ class Sender:
             return
         client_msg_id, sent_ns = self.pending.pop(frame_id)
         if frame["type"] == "ack" and not frame.get("duplicate"):
-            self.acks.append(Ack(client_msg_id, sent_ns, now))
+            self.acks.append(Ack(self.conversation_id, client_msg_id, sent_ns, now))
         else:
             self.errors.append(str(frame.get("code") or "duplicate"))
         self.slots.release()
@@ -160,10 +164,16 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
     async with running_server(options, mode) as server:
         senders, listeners, tasks = await _set_up(server, options)
         try:
-            await _warm_up(senders[0], listeners)
+            await _warm_up(senders, listeners)
             result = await _saturate(server, senders, listeners, options)
             rate = options.load_fraction * result["sends_per_s"]
+            before = await hops.scrape(server.url)
             result |= await _paced(senders, listeners, options, rate)
+            after = await hops.scrape(server.url)
+            result |= _hop_figures(hops.median_ms(before, after)) | hops.write_batches(before, after)
+            progress(
+                f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
+            )
             result["order_violations"] = float(sum(lis.out_of_order for lis in listeners))
             result["errors"] = float(sum(len(s.errors) for s in senders))
             return result
@@ -176,31 +186,41 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
 async def _set_up(
     server: ParleyServer, options: Options
 ) -> tuple[list[Sender], list[Listener], list[asyncio.Task[None]]]:
-    progress(f"signing up {options.senders} senders and {options.listeners} listeners")
+    """``rooms`` conversations; the senders are spread over them; each has ``listeners``."""
+    rooms = max(1, options.rooms)
+    total = options.senders + options.listeners * rooms
+    progress(f"signing up {options.senders} senders and {options.listeners} listeners × {rooms} rooms")
     async with api(server.url) as http:
-        accounts = await sign_up_many(http, f"b{server.tag}u", options.senders + options.listeners)
-        room = await create_room(http, accounts)
+        accounts = await sign_up_many(http, f"b{server.tag}u", total)
+        sender_accounts, listener_accounts = accounts[: options.senders], accounts[options.senders :]
+        conversation_ids = []
+        for r in range(rooms):
+            members = sender_accounts[r::rooms] + listener_accounts[r::rooms]
+            conversation_ids.append((await create_room(http, members, name=f"bench{r}")).conversation_id)
     progress("opening sockets")
     sockets = await open_sockets(server.ws_url, accounts, compression=options.compression)
     senders = [
-        Sender(i, ws, room.conversation_id, asyncio.Semaphore(options.window))
+        Sender(i, ws, conversation_ids[i % rooms], asyncio.Semaphore(options.window))
         for i, ws in enumerate(sockets[: options.senders])
     ]
-    listeners = [Listener(ws) for ws in sockets[options.senders :]]
+    listeners = [Listener(ws, conversation_ids[i % rooms]) for i, ws in enumerate(sockets[options.senders :])]
     tasks = [asyncio.create_task(s.read()) for s in senders] + [
         asyncio.create_task(lis.read()) for lis in listeners
     ]
     return senders, listeners, tasks
 
 
-async def _warm_up(sender: Sender, listeners: Sequence[Listener]) -> None:
-    """One message end to end: the consumers are running (and own their partitions on Kafka)."""
-    await sender.slots.acquire()
-    await sender.send("w", 0, time.perf_counter_ns())
-    expected = {a.client_msg_id for a in await _acks_of(sender, 60.0)}
-    missing, _ = await _await_deliveries(listeners, expected, 60.0)
+async def _warm_up(senders: Sequence[Sender], listeners: Sequence[Listener]) -> None:
+    """One message end to end in each room: the consumers are running (and own their
+    partitions on Kafka)."""
+    first_of_room = {s.conversation_id: s for s in senders}.values()
+    for sender in first_of_room:
+        await sender.slots.acquire()
+        await sender.send("w", 0, time.perf_counter_ns())
+    acks = [a for sender in first_of_room for a in await _acks_of(sender, 60.0)]
+    missing, _ = await _await_deliveries(listeners, acks, 60.0)
     if missing:
-        raise RuntimeError("the warm-up message did not reach every listener within 60 s")
+        raise RuntimeError("the warm-up messages did not reach every listener within 60 s")
 
 
 async def _acks_of(sender: Sender, timeout: float) -> list[Ack]:
@@ -232,7 +252,7 @@ async def _saturate(
     await asyncio.gather(cpu.watch(), *(_closed_loop(s, window.end_ns) for s in senders))
     acks = await _all_acks(senders)
     last_ack = max(a.acked_ns for a in acks)
-    missing, drained_ns = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
+    missing, drained_ns = await _await_deliveries(listeners, acks, DRAIN_TIMEOUT)
     if recorder is not None:
         await profile.finish(recorder)
     in_window = [a for a in acks if a.acked_ns in window]
@@ -316,7 +336,7 @@ async def _paced(
         )
     )
     acks = await _all_acks(senders)
-    missing, _ = await _await_deliveries(listeners, {a.client_msg_id for a in acks}, DRAIN_TIMEOUT)
+    missing, _ = await _await_deliveries(listeners, acks, DRAIN_TIMEOUT)
     measured_from = start_ns + int(PHASE_B_WARMUP * 1e9)
     sent_at = {a.client_msg_id: a.sent_ns for a in acks if a.sent_ns >= measured_from}
     latencies = [
@@ -337,6 +357,15 @@ async def _paced(
         f"{result['schedule_lag_p99_ms']:.1f} ms"
     )
     return result
+
+
+def _hop_figures(medians: dict[str, float]) -> dict[str, float]:
+    """Phase B's median event age at each hop (see bench/hops.py): where the latency goes."""
+    progress(
+        "phase B: median event age at each hop (ms since commit): "
+        + ", ".join(f"{hop} {ms:.1f}" for hop, ms in sorted(medians.items(), key=lambda kv: kv[1]))
+    )
+    return {f"age_{hop}_p50_ms": ms for hop, ms in medians.items()}
 
 
 async def _open_loop(sender: Sender, start_ns: int, interval_ns: int, count: int) -> None:
@@ -364,13 +393,19 @@ async def _all_acks(senders: Sequence[Sender]) -> list[Ack]:
 
 
 async def _await_deliveries(
-    listeners: Iterable[Listener], expected: set[str], timeout: float
+    listeners: Iterable[Listener], acks: Iterable[Ack], timeout: float
 ) -> tuple[int, int]:
-    """Wait until every listener has every expected message; returns (misses left, when done)."""
+    """Wait until every listener has every acked message of its room; returns (misses left,
+    when done)."""
+    expected: dict[str, set[str]] = {}
+    for ack in acks:
+        expected.setdefault(ack.conversation_id, set()).add(ack.client_msg_id)
     deadline = time.monotonic() + timeout
     listeners = list(listeners)
     while True:
-        missing = sum(len(expected.difference(lis.received)) for lis in listeners)
+        missing = sum(
+            len(expected.get(lis.conversation_id, set()).difference(lis.received)) for lis in listeners
+        )
         if missing == 0 or time.monotonic() > deadline:
             return missing, time.perf_counter_ns()
         await asyncio.sleep(0.02)

@@ -35,6 +35,7 @@ from parley.ports.eventlog import EventLog
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
 from parley.ports.search import SearchIndex
 from parley.ports.store import Store
+from parley.runtime import metrics
 from parley.runtime.consumer import ConsumerRunner, EventConsumer
 from parley.runtime.resilience import FailOpenHistoryCache, FailOpenPresence, FailOpenRateLimiter
 from parley.settings import Settings
@@ -142,7 +143,7 @@ class Parley:
             self.store,
             self.ids,
             prepare=messages.prepare_sends,
-            on_commit=self.outbox_written,
+            on_commit=self._batch_committed,
             concurrency=concurrency,
         )
 
@@ -170,6 +171,11 @@ class Parley:
             message_writer=self.message_writer,
             outbox_written=self.outbox_written,
         )
+
+    def _batch_committed(self, sends: int, seconds: float) -> None:
+        metrics.WRITE_BATCH_SIZE.observe(sends)
+        metrics.WRITE_BATCH_SECONDS.observe(seconds)
+        self.outbox_written()
 
     def outbox_written(self) -> None:
         """Wake the relay (wherever it runs) after a commit; coalesced, fire-and-forget."""

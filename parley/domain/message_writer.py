@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from parley.domain.actions._events import new_event
-from parley.domain.errors import DomainError, Unavailable
+from parley.domain.errors import Conflict, DomainError, Unavailable
 from parley.domain.events import Event, EventType
 from parley.domain.models import Message
 from parley.ids import IdGenerator
@@ -75,7 +76,7 @@ class MessageWriter:
         ids: IdGenerator,
         *,
         prepare: PrepareSends,
-        on_commit: Callable[[], None],
+        on_commit: Callable[[int, float], None],
         concurrency: int = 1,
     ) -> None:
         self._store = store
@@ -111,19 +112,34 @@ class MessageWriter:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = time.perf_counter()
             try:
                 outcomes = await self._write_batch(batch)
             except Exception:
-                # Isolate the failing send: retry each alone. A batch of one is retried too: on
-                # MySQL, a concurrent writer may have committed the same (user, client_msg_id)
-                # first; the retry's checks then find it and answer as for any retry.
+                # Isolate the failing send: retry each alone.
                 for pending in batch:
-                    try:
-                        self._resolve([pending], await self._write_batch([pending]))
-                    except Exception:
-                        self._fail(pending, _classify_failure())
+                    await self._write_alone(pending)
                 continue
             self._resolve(batch, outcomes)
+            self._on_commit(len(batch), time.perf_counter() - started)
+
+    async def _write_alone(self, pending: PendingSend) -> None:
+        """One send in its own batch. On MySQL several writers run at once: when another one
+        commits the same (user, client_msg_id) first, the insert fails; the transaction that
+        won has committed by then, so the next attempt's checks find it and answer as for any
+        retry. A few attempts, since each one has lost to a different concurrent copy."""
+        for attempt in range(1, 4):
+            started = time.perf_counter()
+            try:
+                self._resolve([pending], await self._write_batch([pending]))
+                self._on_commit(1, time.perf_counter() - started)
+                return
+            except Exception:
+                failure = _classify_failure()
+                lost_a_race = isinstance(failure, Conflict) and failure.code == "duplicate"
+                if not lost_a_race or attempt == 3:
+                    self._fail(pending, failure)
+                    return
 
     def _resolve(self, batch: list[PendingSend], outcomes: list[Outcome | None]) -> None:
         for pending, outcome in zip(batch, outcomes, strict=True):
@@ -135,7 +151,6 @@ class MessageWriter:
                 self._fail(pending, outcome)
             elif not pending.future.done():
                 pending.future.set_result(outcome)
-        self._on_commit()
 
     def _fail(self, pending: PendingSend, exc: BaseException) -> None:
         if not pending.future.done():
@@ -166,8 +181,9 @@ class MessageWriter:
 
         stored: list[Message] = []
         replies: dict[int, int] = defaultdict(int)
+        last_seqs = await tx.bump_seqs_txn({c: len(drafts) for c, drafts in by_conversation.items()})
         for conversation_id, drafts in by_conversation.items():
-            last = await tx.bump_seq_txn(conversation_id, len(drafts))
+            last = last_seqs[conversation_id]
             for offset, draft in enumerate(drafts):
                 message = draft.model_copy(update={"seq": last - len(drafts) + 1 + offset})
                 stored.append(message)

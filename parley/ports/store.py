@@ -12,7 +12,7 @@ Methods ending in ``_txn`` must be called inside ``write()``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,6 +144,11 @@ class StoreWriter(StoreReader, Protocol):
     async def remove_member_txn(self, conversation_id: int, user_id: int) -> bool: ...
     async def bump_seq_txn(self, conversation_id: int, count: int = 1) -> int:
         """Reserve ``count`` seqs, locking the conversation until commit; returns the last one."""
+        ...
+
+    async def bump_seqs_txn(self, counts: Mapping[int, int]) -> dict[int, int]:
+        """``bump_seq_txn`` for several conversations at once (conversation id → count); returns
+        each one's last reserved seq."""
         ...
 
     async def insert_messages_txn(self, messages: Sequence[Message]) -> None: ...

@@ -24,6 +24,16 @@ SOCKET_WRITES = Counter("parley_ws_socket_writes_total", "Socket writes carrying
 GAP_FILLS = Counter("parley_ws_gap_fills_total", "Gaps in a conversation's stream filled from the store")
 CONNECTIONS = Gauge("parley_ws_connections", "Open WebSocket connections on this node")
 SLOW_CLOSES = Counter("parley_ws_slow_consumer_closes_total", "Sockets closed because their queue overflowed")
+WRITE_BATCH_SIZE = Histogram(
+    "parley_write_batch_sends",
+    "Sends per group-commit batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+WRITE_BATCH_SECONDS = Histogram(
+    "parley_write_batch_seconds",
+    "Time from a batch's start to its commit (checks, seq, inserts, commit)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 EVENT_AGE = Histogram(
     "parley_event_age_seconds",
     "Age of an event (since its commit-time timestamp) when a hop handles it",

@@ -24,6 +24,7 @@ async def test_concurrent_retries_store_each_message_once(server: RunningServer)
 
     by_cmid: dict[str, list[tuple[int, str]]] = {}
     for r in responses:
+        assert r.status_code in (200, 201), r.text
         body = r.json()
         by_cmid.setdefault(body["client_msg_id"], []).append((r.status_code, body["id"]))
     assert len(by_cmid) == 20

@@ -111,6 +111,17 @@ async def test_concurrent_writers_get_gap_free_unique_seqs(store: Store) -> None
     assert [Event.from_bytes(r.payload).seq for r in mine] == list(range(1, 41))
 
 
+async def test_bumping_several_conversations_at_once_reserves_each_its_own_seqs(store: Store) -> None:
+    _, first = await _conversation(store)
+    _, second = await _conversation(store, "random")
+    async with store.write() as tx:
+        assert await tx.bump_seq_txn(first.id, 2) == 2
+        assert await tx.bump_seqs_txn({first.id: 3, second.id: 1}) == {first.id: 5, second.id: 1}
+        assert await tx.bump_seqs_txn({}) == {}
+    async with store.read() as reader:
+        assert await reader.last_seqs([first.id, second.id]) == {first.id: 5, second.id: 1}
+
+
 async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
     user, conv = await _conversation(store)
     with pytest.raises(RuntimeError):

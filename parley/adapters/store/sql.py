@@ -11,21 +11,21 @@ Dialect differences live here and only here:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import and_, delete, event, func, insert, select, text, tuple_, update
+from sqlalchemy import and_, case, delete, event, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.adapters.store import schema as t
 from parley.adapters.store.migrations import server_lock_name, upgrade_to_head
-from parley.domain.errors import Conflict, Unavailable
+from parley.domain.errors import Conflict, NotFound, Unavailable
 from parley.domain.events import Event
 from parley.domain.integrations import ApiToken, Bot, TokenKind
 from parley.domain.models import (
@@ -380,13 +380,26 @@ class SqlSession:
         return bool(result.rowcount)
 
     async def bump_seq_txn(self, conversation_id: int, count: int = 1) -> int:
+        return (await self.bump_seqs_txn({conversation_id: count}))[conversation_id]
+
+    async def bump_seqs_txn(self, counts: Mapping[int, int]) -> dict[int, int]:
+        if not counts:
+            return {}
         c = t.conversations
-        # The UPDATE takes the row lock (MySQL) that orders every event of this conversation.
-        await self._c.execute(
-            update(c).where(c.c.id == conversation_id).values(last_seq=c.c.last_seq + count)
-        )
-        row = (await self._c.execute(select(c.c.last_seq).where(c.c.id == conversation_id))).one()
-        return int(row.last_seq)
+        ids = sorted(counts)
+        by = case({i: counts[i] for i in ids}, value=c.c.id) if len(ids) > 1 else counts[ids[0]]
+        # One UPDATE takes the row locks (MySQL) that order every event of these conversations,
+        # in primary-key order, so two batches lock their common conversations in the same order.
+        bump = update(c).where(c.c.id.in_(ids)).values(last_seq=c.c.last_seq + by)
+        if self._c.dialect.name == "sqlite":  # RETURNING saves a round trip (not in MySQL)
+            rows = await self._c.execute(bump.returning(c.c.id, c.c.last_seq))
+        else:
+            await self._c.execute(bump)
+            rows = await self._c.execute(select(c.c.id, c.c.last_seq).where(c.c.id.in_(ids)))
+        last = {row.id: int(row.last_seq) for row in rows}
+        if len(last) != len(ids):
+            raise NotFound("conversation not found", code="channel_not_found")
+        return last
 
     # -- messages ------------------------------------------------------------------------
     async def _with_reactions(self, rows: Sequence[Any]) -> list[Message]:
