@@ -4,8 +4,11 @@ Guarantee: every committed outbox row is published at least once; rows are publi
 outbox id order, which within one conversation is seq order (the conversation lock orders
 them), and keyed by conversation id, so each conversation's events keep their order in one
 partition. A crash between publish and ``mark_published`` republishes a few rows: consumers are
-idempotent. Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual
-latency is one round trip, with a poll as the safety net.
+idempotent. A failed publish marks nothing: the next pass publishes the same rows again, which
+relies on the event log's promise that a failed publish does not make the next one fail (the
+Kafka adapter replaces its idempotent producer after a failure, see ``KafkaEventLog.publish``).
+Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual latency is one
+round trip, with a poll as the safety net.
 
 Several relay processes may run: one holds the ``parley-outbox-relay`` lease (a MySQL named
 lock) and publishes; the others wait and take over within a second of its death. A single
@@ -123,6 +126,11 @@ class OutboxRelay:
                 published = await self.publish_pending()
             except asyncio.CancelledError:
                 raise
+            except ConnectionError as error:
+                # An engine is unreachable (an outage, not a bug): one line per retry, no trace.
+                log.warning("relay pass failed, engine unreachable (%s); retrying", error)
+                await asyncio.sleep(min(1.0, self._poll_interval * 5))
+                continue
             except Exception:
                 log.exception("relay pass failed; retrying")
                 await asyncio.sleep(min(1.0, self._poll_interval * 5))

@@ -1,7 +1,8 @@
 """Soak with faults: many clients send and receive through nginx while, in turn, a realtime
 node, an api node, the relay, fanout, indexer, Redis and the Kafka broker are killed and
 restarted. At the end the invariant checker must find nothing lost, nothing twice, nothing out of
-order, nothing leaked. Bounded: PARLEY_SOAK_SECONDS (default 40) of traffic plus the restarts."""
+order, nothing leaked, nothing missing from search. Part of the gating run; bounded:
+PARLEY_SOAK_SECONDS (default 40) of traffic plus the restarts (about 1.5 minutes in all)."""
 
 from __future__ import annotations
 
@@ -23,18 +24,18 @@ from tests.support.world import make_world
 REPO = Path(__file__).resolve().parents[2]
 SOAK_SECONDS = float(os.environ.get("PARLEY_SOAK_SECONDS", "40"))
 TOKEN = "soakword"
+# Longer than the Kafka producer's request timeout (15 s): records buffered while the partitions
+# have no leader expire meanwhile, the failure behind the search gap in docs/reliability.md.
+DOWN_SECONDS = {"redis": 2.0, "kafka": 20.0}
 
 
 def _engines(action: str, engine: str) -> None:
     subprocess.run(["bash", str(REPO / "deploy/local/engines.sh"), action, engine], check=True, timeout=300)
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.skipif(
-    os.environ.get("PARLEY_SOAK") != "1",
-    reason="opt-in (PARLEY_SOAK=1): open finding — after the Kafka restart the indexer can miss events "
-    "(see docs/reliability.md); not part of the gating CI run until fixed",
-)
+@pytest.mark.engines
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_soak_with_faults_loses_nothing(cluster: Cluster) -> None:
     world = await make_world(cluster.url, 6)
     users = world.users
@@ -83,7 +84,7 @@ async def test_soak_with_faults_loses_nothing(cluster: Cluster) -> None:
         for engine in ("redis", "kafka"):
             await asyncio.to_thread(_engines, "down", engine)
             faults.append(f"stop+start {engine}")
-            await asyncio.sleep(2)
+            await asyncio.sleep(DOWN_SECONDS[engine])
             await asyncio.to_thread(_engines, "up", engine)
             await asyncio.sleep(SOAK_SECONDS / 10)
 

@@ -4,6 +4,9 @@ Guarantees (those of :mod:`parley.ports.eventlog`) and how Kafka gives them:
 
 - ``publish`` is durable on return: the producer is idempotent with ``acks="all"``, and
   ``publish`` awaits the delivery of every record of the batch before it returns;
+- a failed ``publish`` leaves nothing behind and does not poison the next one: it waits until
+  every record it handed to the producer is either written or failed, then replaces the producer
+  (see :meth:`KafkaEventLog.publish` for why an idempotent producer must not outlive a failure);
 - order per key: records go to Kafka's default partition for their key (murmur2, the same
   function as the embedded log) and are appended in call order; idempotence (sequence numbers
   per partition) keeps that order through retries;
@@ -85,18 +88,12 @@ class KafkaEventLog:
         self.ping_timeout = ping_timeout
         self._producer: Any = None
         self._admin: Any = None
+        # Held while a producer is started or retired, so that no publish starts on a new producer
+        # before the failed one has stopped (see ``publish``).
+        self._producer_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            enable_idempotence=True,
-            acks="all",
-            # A few milliseconds of lingering lets concurrent publishes share a produce request.
-            linger_ms=self.linger_ms,
-            request_timeout_ms=int(self.request_timeout * 1000),
-        )
-        await _start_bounded(producer.start, producer.stop, "producer", self.bootstrap, self.connect_timeout)
+        producer = await self._start_producer()
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.client_id}-admin",
@@ -108,6 +105,19 @@ class KafkaEventLog:
             await producer.stop()
             raise
         self._producer, self._admin = producer, admin
+
+    async def _start_producer(self) -> Any:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            enable_idempotence=True,
+            acks="all",
+            # A few milliseconds of lingering lets concurrent publishes share a produce request.
+            linger_ms=self.linger_ms,
+            request_timeout_ms=int(self.request_timeout * 1000),
+        )
+        await _start_bounded(producer.start, producer.stop, "producer", self.bootstrap, self.connect_timeout)
+        return producer
 
     async def close(self) -> None:
         producer, admin = self._producer, self._admin
@@ -144,17 +154,68 @@ class KafkaEventLog:
             raise for_code(code)(f"creating topic {name!r}: {message or 'failed'}")
 
     async def publish(self, topic: str, records: Sequence[OutgoingRecord]) -> None:
-        """Send the batch and wait until Kafka acknowledged every record (acks=all)."""
-        producer = self._started(self._producer)
-        # ``send`` only appends to the producer's buffer (in call order, hence in key order);
-        # the returned futures resolve when the broker has acknowledged the record.
-        deliveries = [
-            await producer.send(
-                topic, value=record.value, key=record.key, headers=list(record.headers) or None
-            )
-            for record in records
-        ]
-        await asyncio.gather(*deliveries)
+        """Send the batch and wait until Kafka acknowledged every record (acks=all).
+
+        On failure, the producer is replaced before the error is raised: the caller (the relay)
+        publishes the same records again, and that retry must be able to succeed.
+
+        Why: the idempotent producer numbers the batches of each partition, and the broker only
+        appends the batch whose number follows the last one it wrote. A batch that fails on the
+        client side has used its numbers without being written: typically a batch buffered while
+        the broker shuts down (its partitions have no leader, ``leader = -1``) and still
+        unwritten when the request timeout expires. aiokafka (0.14) does not renumber after such
+        a failure (the Java client bumps the producer epoch), so every later batch of that
+        partition is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, a non-retriable error, for as
+        long as the producer lives: the relay retried the same rows forever and their
+        conversations stopped reaching Kafka (the soak's search gap after the broker restart,
+        docs/reliability.md). A new producer gets a new producer id whose numbering starts
+        afresh.
+
+        Order: the failed producer is stopped, which waits until each record still in its hands
+        is written or failed, before a new one is started, so no record of the failed attempt
+        can land after the records of the retry.
+        """
+        producer = await self._current_producer()
+        deliveries: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
+        try:
+            # ``send`` only appends to the producer's buffer (in call order, hence in key
+            # order); the returned futures resolve when the broker has acknowledged the record.
+            for record in records:
+                deliveries.append(
+                    await producer.send(
+                        topic, value=record.value, key=record.key, headers=list(record.headers) or None
+                    )
+                )
+        except Exception as error:  # e.g. the buffer stayed full for the whole request timeout
+            failure = error
+        # Every record handed over is settled (written or failed) before this returns or raises.
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        failure = failure or next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            await self._retire_producer(producer, failure)
+            raise failure
+
+    async def _current_producer(self) -> Any:
+        """The live producer; a new one if the last one was retired (bounded start)."""
+        self._started(self._admin)  # started, and not closed
+        async with self._producer_lock:
+            if self._producer is None:
+                self._producer = await self._start_producer()
+            return self._producer
+
+    async def _retire_producer(self, producer: Any, failure: BaseException) -> None:
+        async with self._producer_lock:
+            if self._producer is not producer:
+                return  # a concurrent publish already retired it
+            self._producer = None
+            log.warning("publish failed (%r): replacing the Kafka producer", failure)
+            # stop() waits for what other publishes still have in flight on it; a new producer
+            # is started only after that (the lock), by the next publish.
+            try:
+                await producer.stop()
+            except Exception:
+                log.warning("the retired Kafka producer did not stop cleanly", exc_info=True)
 
     def consumer(self, topic: str, group: str) -> LogConsumer:
         return KafkaLogConsumer(
