@@ -4,7 +4,14 @@ Guarantees every adapter gives:
 - ``publish`` returns only once every record is durable in the log;
 - records with the same key land in the same partition and are read in the order published;
 - a consumer group reads each partition from its last committed offset, so a record that was
-  polled but not committed is delivered again (at-least-once; consumers must be idempotent).
+  polled but not committed is delivered again (at-least-once; consumers must be idempotent);
+- a failed ``publish`` does not make later ones fail: once it has raised, publishing again (the
+  same records or others) succeeds as soon as the log itself is reachable, and what it writes
+  comes after anything the failed call may have written. The relay relies on this: after a
+  failure it publishes the same outbox rows again, and that retry must get through. The Kafka
+  adapter keeps it by replacing its idempotent producer after a failed batch (a batch numbered
+  but never written would otherwise make the broker refuse every later one of its partition);
+  the embedded log keeps no such state: a failed write rolls back before anything is visible.
 """
 
 from __future__ import annotations

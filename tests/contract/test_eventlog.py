@@ -1,26 +1,37 @@
 """Contract of the event log port: the same tests against the embedded log and against Kafka.
 
 Each test uses its own topic and group names, so tests against a shared Kafka cluster do not see
-each other's records. Waits are bounded: a Kafka member may need a few seconds to join its group,
-so reads poll until the expected records arrived or a deadline passed.
+each other's records; the Kafka topics are deleted afterwards. Waits are bounded: a Kafka member
+may need a few seconds to join its group, so reads poll until the expected records arrived or a
+deadline passed.
+
+Where a test needs a publish to fail, each adapter fails the way it really does (no mock): Kafka's
+broker refuses a batch, SQLite cannot get its write lock; the test itself is the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from parley.adapters.eventlog.embedded import EmbeddedEventLog
 from parley.adapters.eventlog.kafka import EventLogUnavailableError, KafkaEventLog
 from parley.adapters.eventlog.partitioning import murmur2, partition_for_key, to_signed_32
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from tests.engines import engine_url
+from tests.support.kafka import delete_topics, kafka_admin
+from tests.support.wait import eventually
 
 PARTITIONS = 4
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]  # where ``parley`` is importable from
@@ -49,10 +60,12 @@ async def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 
 @pytest.fixture
-async def topic(event_log: EventLog) -> str:
-    name = f"test-{uuid.uuid4().hex[:12]}"
+async def topic(event_log: EventLog) -> AsyncIterator[str]:
+    name = f"parley.test-{uuid.uuid4().hex[:12]}.contract"
     await event_log.ensure_topic(name, PARTITIONS)
-    return name
+    yield name
+    if isinstance(event_log, KafkaEventLog):
+        await delete_topics(event_log.bootstrap, [name])
 
 
 def unique_group(purpose: str) -> str:
@@ -248,6 +261,76 @@ async def test_commit_of_nothing_changes_nothing(event_log: EventLog, topic: str
 
 async def test_ping_answers_when_the_log_is_up(event_log: EventLog) -> None:
     await event_log.ping()
+
+
+async def test_a_failed_publish_does_not_make_later_publishes_fail(event_log: EventLog, topic: str) -> None:
+    """What the relay relies on: it publishes the same rows again after a failure, and that retry
+    (and everything after it) must get through, in order behind what was there before."""
+    await event_log.publish(topic, [OutgoingRecord(b"k", b"before")])
+    async with REFUSALS[type(event_log)](event_log, topic) as (refused, error):
+        with pytest.raises(error):
+            await asyncio.wait_for(event_log.publish(topic, refused), timeout=DEADLINE)
+    for value in (b"after-1", b"after-2"):
+        await asyncio.wait_for(event_log.publish(topic, [OutgoingRecord(b"k", value)]), timeout=DEADLINE)
+    consumer = await started(event_log.consumer(topic, unique_group("after-failure")))
+    try:
+        received = await poll_until(consumer, 3)
+        await assert_nothing_more(consumer)  # the refused record was not written either
+    finally:
+        await consumer.close()
+    assert values(received) == [b"before", b"after-1", b"after-2"]
+    # Nothing of the failed attempt holds a place in the partition either.
+    assert [r.offset for r in received] == [received[0].offset + i for i in range(3)]
+
+
+# A context in which publishing the records it gives fails with the error it gives.
+Refusal = Callable[[Any, str], AbstractAsyncContextManager[tuple[list[OutgoingRecord], type[Exception]]]]
+KAFKA_SIZE_LIMIT = 2000  # bytes; the topic's max.message.bytes while the refusal lasts
+
+
+@asynccontextmanager
+async def _kafka_refuses(
+    event_log: KafkaEventLog, topic: str
+) -> AsyncIterator[tuple[list[OutgoingRecord], type[Exception]]]:
+    """The broker refuses a batch above the topic's size limit: the producer has numbered it but
+    it is never written, the gap that used to make an idempotent producer fail every later batch
+    of that partition (see ``KafkaEventLog.publish``)."""
+    limit = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": str(KAFKA_SIZE_LIMIT)})
+    async with kafka_admin(event_log.bootstrap) as admin:
+        await admin.alter_configs([limit])
+        # The change is asynchronous on the broker: wait until it reports the new limit.
+        await eventually(
+            lambda: _topic_config(admin, topic, "max.message.bytes"),
+            lambda value: value == str(KAFKA_SIZE_LIMIT),
+            timeout=DEADLINE,
+        )
+    yield [OutgoingRecord(b"k", b"x" * (2 * KAFKA_SIZE_LIMIT))], KafkaError
+
+
+async def _topic_config(admin: Any, topic: str, name: str) -> str | None:
+    (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    for _code, _message, _type, _name, entries in response.resources:
+        for entry in entries:
+            if entry[0] == name:
+                return str(entry[1])
+    return None
+
+
+@asynccontextmanager
+async def _embedded_refuses(
+    event_log: EmbeddedEventLog, topic: str
+) -> AsyncIterator[tuple[list[OutgoingRecord], type[Exception]]]:
+    """Another connection holds SQLite's write lock for longer than the log's busy timeout (a
+    few seconds), so the transaction that would write the batch cannot begin."""
+    holder = sqlite3.connect(event_log.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield [OutgoingRecord(b"k", b"refused")], sqlite3.OperationalError
+    finally:
+        holder.close()  # rolls the held transaction back
+
+
+REFUSALS: dict[type, Refusal] = {KafkaEventLog: _kafka_refuses, EmbeddedEventLog: _embedded_refuses}
 
 
 # --- embedded only ----------------------------------------------------------------------------

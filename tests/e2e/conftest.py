@@ -3,10 +3,10 @@
 ``deploy/local/cluster.py up`` runs nginx, api ×2, realtime ×2, relay, fanout, indexer, cache and
 slack ×2 (two Slack facade nodes, so the gateway's per-app Socket Mode pinning is tested) under
 supervisord on the real engines (``PARLEY_TEST_*`` URLs, see tests/engines.py), with this
-session's own ports, state folder, MySQL database, Kafka topics and search index. Tests talk to
-it only through nginx, and break it the way production breaks: SIGKILL to a pid that
-``supervisorctl`` reports. supervisord restarts what was killed; :meth:`Cluster.wait_ready`
-waits for that before the next test.
+session's own ports, state folder, MySQL database, Kafka topics and search index, all removed at
+the end of the session. Tests talk to it only through nginx, and break it the way production
+breaks: SIGKILL to a pid that ``supervisorctl`` reports. supervisord restarts what was killed;
+:meth:`Cluster.wait_ready` waits for that before the next test.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import pytest
 from parley.composition import Parley
 from parley.settings import Settings
 from tests.engines import engine_url
+from tests.support.engines import topic_names
+from tests.support.kafka import delete_topics_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "deploy" / "local" / "cluster.py"
@@ -162,14 +164,15 @@ def cluster() -> Iterator[Cluster]:
     # when the tests run as root, and must reach their temp folder.
     state_dir = REPO / ".state" / "e2e" / tag
     database = f"parley_test_e2e_{tag}"
+    events_topic, dead_letter_topic = topic_names(tag)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
         "PARLEY_DATABASE_URL": urls["mysql"],
         "PARLEY_KAFKA_BOOTSTRAP": urls["kafka"],
         "PARLEY_REDIS_URL": urls["redis"],
         "PARLEY_ELASTICSEARCH_URL": urls["elasticsearch"],
-        "PARLEY_EVENTS_TOPIC": f"parley.test-{tag}.conversation-events.v1",
-        "PARLEY_DEAD_LETTER_TOPIC": f"parley.test-{tag}.conversation-events.v1.dlq",
+        "PARLEY_EVENTS_TOPIC": events_topic,
+        "PARLEY_DEAD_LETTER_TOPIC": dead_letter_topic,
         "PARLEY_EVENTS_PARTITIONS": "4",
         "PARLEY_SEARCH_INDEX": f"parley-test-{tag}",
         "PARLEY_CONSUMER_GROUP_PREFIX": f"parley-test-{tag}.",
@@ -216,5 +219,7 @@ def cluster() -> Iterator[Cluster]:
             _drop_database(urls["mysql"], database)
         with contextlib.suppress(Exception):
             asyncio.run(_drop_search_index(urls["elasticsearch"], f"parley-test-{tag}"))
+        # After ``down``: no process of the cluster still produces to them or consumes them.
+        delete_topics_blocking(urls["kafka"], (events_topic, dead_letter_topic))
         if os.environ.get("PARLEY_E2E_KEEP") != "1":
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -19,7 +19,6 @@ delivery hid it: realtime nodes also fill sockets from the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
 from parley.adapters.eventlog.kafka import KafkaEventLog
@@ -36,6 +35,7 @@ from parley.ports.eventlog import OutgoingRecord, Record
 from tests.engines import engine_url
 from tests.support.clients import ApiUser
 from tests.support.engines import engine_overrides
+from tests.support.kafka import delete_topics, kafka_admin
 from tests.support.server import RunningServer, start_server, wait_until_flowing
 from tests.support.wait import eventually
 from tests.support.world import make_world
@@ -53,23 +53,6 @@ SIZE_LIMIT = 2000  # the test topic's max.message.bytes
 
 def engines(action: str, engine: str) -> None:
     subprocess.run(["bash", str(REPO / "deploy/local/engines.sh"), action, engine], check=True, timeout=300)
-
-
-@contextlib.asynccontextmanager
-async def kafka_admin(bootstrap: str) -> AsyncIterator[Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        yield admin
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Test topics are removed: every partition left behind slows the broker's next start."""
-    with contextlib.suppress(Exception):
-        async with kafka_admin(bootstrap) as admin:
-            await admin.delete_topics(topics)
 
 
 async def test_a_refused_batch_does_not_block_later_publishes_to_its_partition() -> None:
@@ -113,15 +96,13 @@ def overrides() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 async def engine_server(tmp_path: Path, overrides: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    # The topics are deleted by ``engine_overrides`` once this server has stopped.
     running = await start_server(tmp_path / "data", startup_timeout=120, **overrides)
     try:
         await wait_until_flowing(running)
         yield running
     finally:
         await running.stop()
-        await delete_topics(
-            overrides["kafka_bootstrap"], [overrides["events_topic"], overrides["dead_letter_topic"]]
-        )
 
 
 async def _searchable(user: ApiUser, conversation: str) -> int:

@@ -1,6 +1,7 @@
 """Settings for a Parley that runs on the real engines, isolated per test: a throwaway MySQL
 database, its own Kafka topics and Elasticsearch index; Redis keys are naturally distinct
-(conversation and user ids are unique)."""
+(conversation and user ids are unique). The database and the topics are removed afterwards (the
+index is the caller's: dropping it needs the search adapter)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymysql
 
 from tests.engines import engine_url
+from tests.support.kafka import delete_topics_blocking
 
 
 def _with_database(url: str, database: str) -> str:
@@ -46,19 +48,33 @@ def mysql_database(base_url: str) -> Iterator[str]:
 
 @contextmanager
 def engine_overrides() -> Iterator[dict[str, Any]]:
-    """Settings overrides that point every port at a real engine."""
+    """Settings overrides that point every port at a real engine.
+
+    Stop what uses them before leaving the block: the topics are deleted on the way out."""
     database, kafka, redis, es = (engine_url(e) for e in ("mysql", "kafka", "redis", "elasticsearch"))
     tag = uuid.uuid4().hex[:10]
+    topics = topic_names(tag)
     with mysql_database(database) as db_url:
-        yield {
-            "database_url": db_url,
-            "kafka_bootstrap": kafka,
-            "redis_url": redis,
-            "elasticsearch_url": es,
-            "events_topic": f"parley.test-{tag}.conversation-events.v1",
-            "dead_letter_topic": f"parley.test-{tag}.conversation-events.v1.dlq",
-            "events_partitions": 4,
-            "search_index": f"parley-test-{tag}",
-            "consumer_group_prefix": f"parley-test-{tag}.",
-            "redis_key_prefix": f"parley-test-{tag}:",
-        }
+        try:
+            yield {
+                "database_url": db_url,
+                "kafka_bootstrap": kafka,
+                "redis_url": redis,
+                "elasticsearch_url": es,
+                "events_topic": topics[0],
+                "dead_letter_topic": topics[1],
+                "events_partitions": 4,
+                "search_index": f"parley-test-{tag}",
+                "consumer_group_prefix": f"parley-test-{tag}.",
+                "redis_key_prefix": f"parley-test-{tag}:",
+            }
+        finally:
+            delete_topics_blocking(kafka, topics)
+
+
+def topic_names(tag: str) -> tuple[str, str]:
+    """The events topic and dead-letter topic of a test run tagged ``tag``. Every name starts
+    with ``parley.test-``, so a stale one is recognisably a test's (never the default
+    ``parley.conversation-events.v1``)."""
+    events = f"parley.test-{tag}.conversation-events.v1"
+    return events, f"{events}.dlq"
