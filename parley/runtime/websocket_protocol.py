@@ -6,10 +6,14 @@ the largest cost of a busy node. Under load a socket's send queue holds several 
 and writing them with one ``transport.write`` costs one call instead of one per frame. The
 frames on the wire are unchanged (one WebSocket frame per event).
 
-The app uses it through an ASGI message with an extra key,
-``{"type": "websocket.send", "text": <first>, "parley.texts": [<first>, <second>, ...]}``, and
-only when the connection's scope advertises the ``parley.batch_send`` extension; under any
-other server (or a test client) it sends frame by frame. It relies on uvicorn's
+The extension, advertised in the connection's scope as ``parley.batch_send``, offers two ways:
+- ``scope["extensions"]["parley.batch_send"]["write_now"](texts) -> bool``: write now, from
+  plain (non-async) code, unless the peer is not taking data (flow control): then it returns
+  False and writes nothing. A realtime node fans an event out to thousands of sockets; doing it
+  without a task switch per socket is most of its speed.
+- an ASGI message with an extra key, ``{"type": "websocket.send", "text": <first>,
+  "parley.texts": [<first>, <second>, ...]}``, which waits for the peer like any send.
+Under any other server (or a test client) the app sends frame by frame. It relies on uvicorn's
 ``websockets-sansio`` protocol internals (``conn``, ``transport``, the handshake flags), which is
 why uvicorn is pinned; ``tests/realtime/test_batched_writes.py`` checks the path is taken.
 """
@@ -34,7 +38,7 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
             # The app task was created but has not run yet: it sees the extension.
-            scope["extensions"][BATCH_SEND_EXTENSION] = {}
+            scope["extensions"][BATCH_SEND_EXTENSION] = {"write_now": self.write_now}
 
     async def send(self, message: ASGISendEvent) -> None:
         texts = cast(dict[str, Any], message).get(BATCH_TEXTS_KEY)
@@ -50,6 +54,22 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
         except InvalidState as exc:
             raise ClientDisconnected() from exc
+
+    def write_now(self, texts: list[str]) -> bool:
+        """Write ``texts`` as frames in one socket write if the peer is taking data; False (and
+        nothing written) when flow control says wait. Raises ``ClientDisconnected`` when the
+        connection is gone or closing."""
+        if self.disconnected or not self._open_for_frames():
+            raise ClientDisconnected()
+        if not self.writable.is_set():
+            return False
+        try:
+            for text in texts:
+                self.conn.send_text(text.encode())
+        except InvalidState as exc:
+            raise ClientDisconnected() from exc
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def _open_for_frames(self) -> bool:
         return self.handshake_complete and not self.close_sent and self.initial_response is None

@@ -59,21 +59,30 @@ class ClientConnection:
         self.ws = websocket
         self.user = user
         self.streams: dict[int, Stream] = {}
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
         self._fill_gap = fill_gap
         self._closed = False
-        self._writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         self.request_id = ""
         self.frames_seen = 0
+        self.close_code: int | None = None
         # Events that arrive while the socket is being registered wait for the hello frame:
         # a client can count on hello being the first frame.
         self._before_hello: list[str] | None = []
-        self.close_code: int | None = None
+        # Outbound frames not yet written, at most queue_size of them (see send_text).
+        self._outbox: list[str] = []
+        self._queue_size = queue_size
+        self._flush_scheduled = False
+        self._drainer: asyncio.Task[None] | None = None
+        batch_send = websocket.scope.get("extensions", {}).get(BATCH_SEND_EXTENSION)
+        self._write_now: Callable[[list[str]], bool] | None = batch_send and batch_send.get("write_now")
+        self._batched = batch_send is not None
 
     # -- outbound ------------------------------------------------------------------------
-    def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer:{self.user.id}")
+    # Frames wait in ``_outbox`` until the end of the current loop iteration, then go out in one
+    # socket write (``_flush``): everything an iteration produced for this socket (say, a burst
+    # of events) costs one write and no task switch. Only a peer that stops taking data gets a
+    # task (``_drain``), which waits for it; while it waits, frames pile up in the outbox, and
+    # past ``queue_size`` the socket is closed as a slow consumer.
 
     def send_frame(self, frame: dict[str, object]) -> None:
         self.send_text(orjson.dumps(frame).decode())
@@ -90,45 +99,68 @@ class ClientConnection:
         if self._before_hello is not None:
             self._before_hello.append(text)
             return
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self._outbox) >= self._queue_size:
             # A client that stops reading must not hold memory or slow the node: drop it; it
             # reconnects and resumes from its last seq.
             metrics.SLOW_CLOSES.inc()
             log.info("closing slow consumer user=%s", self.user.id)
+            self._closed = True
             asyncio.get_running_loop().create_task(
-                self.close(CLOSE_SLOW_CONSUMER, "send queue overflow: reconnect and resume")
+                self._close_now(CLOSE_SLOW_CONSUMER, "send queue overflow: reconnect and resume")
             )
+            return
+        self._outbox.append(text)
+        if not self._flush_scheduled and self._drainer is None:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _write_loop(self) -> None:
-        batched = BATCH_SEND_EXTENSION in self.ws.scope.get("extensions", {})
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._closed or not self._outbox or self._drainer is not None:
+            return
+        if self._write_now is not None:
+            try:
+                written = self._write_now(self._outbox)
+            except Exception:
+                self._closed = True  # the socket is gone; the reader loop notices and cleans up
+                return
+            if written:
+                self._count_written(len(self._outbox))
+                self._outbox = []
+                return
+        # The peer is not taking data (or no fast path under this server): wait for it.
+        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
         try:
-            while True:
-                texts = [await self._queue.get()]
-                # Everything queued goes out in one socket write (see websocket_protocol.py).
-                while batched and not self._queue.empty() and texts[-1] is not None:
-                    texts.append(self._queue.get_nowait())
-                stop = texts[-1] is None
-                frames = [t for t in texts if t is not None]
-                if len(frames) == 1:
-                    await self.ws.send_text(frames[0])
-                elif frames:
-                    await self.ws.send({"type": "websocket.send", "text": frames[0], BATCH_TEXTS_KEY: frames})
-                metrics.DELIVERED.inc(len(frames))
-                metrics.SOCKET_WRITES.inc()
-                if stop:
-                    return
+            while self._outbox and not self._closed:
+                texts, self._outbox = self._outbox, []
+                if len(texts) > 1 and self._batched:
+                    await self.ws.send({"type": "websocket.send", "text": texts[0], BATCH_TEXTS_KEY: texts})
+                else:
+                    for text in texts:
+                        await self.ws.send_text(text)
+                self._count_written(len(texts))
         except Exception:
-            self._closed = True  # the socket is gone; the reader loop notices and cleans up
+            self._closed = True
+        finally:
+            self._drainer = None
+
+    @staticmethod
+    def _count_written(frames: int) -> None:
+        metrics.DELIVERED.inc(frames)
+        metrics.SOCKET_WRITES.inc()
 
     async def close(self, code: int, reason: str) -> None:
-        if self._closed:
+        if self._closed and self.close_code is not None:
             return
         self._closed = True
+        await self._close_now(code, reason)
+
+    async def _close_now(self, code: int, reason: str) -> None:
         self.close_code = code
-        if self._writer:
-            self._writer.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
         try:
             # A peer that stopped reading cannot take the close frame either: don't wait long.
             await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=1.0)
@@ -138,13 +170,13 @@ class ClientConnection:
             self.reader.cancel()
 
     async def drain_and_stop(self) -> None:
-        """Flush what is queued (used before a graceful close)."""
-        if self._writer and not self._writer.done():
+        """Write what is waiting (before a graceful close), for up to 2 s."""
+        self._flush()
+        if self._drainer is not None:
             try:
-                self._queue.put_nowait(None)
-                await asyncio.wait_for(self._writer, timeout=2)
-            except (asyncio.QueueFull, TimeoutError):
-                self._writer.cancel()
+                await asyncio.wait_for(asyncio.shield(self._drainer), timeout=2)
+            except TimeoutError:
+                self._drainer.cancel()
 
     # -- conversation streams ------------------------------------------------------------
     def follow(self, conversation_id: int, last_seq: int) -> None:

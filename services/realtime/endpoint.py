@@ -60,7 +60,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
     conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
-    conn.start_writer()
     conversations = await hub.register(conn, cursors)
     try:
         conn.send_hello(
