@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     resume_max_events: int = 1_000
     history_cache_size: int = 50
     ws_ping_interval: float = 20.0
+    ws_compression: bool = Field(
+        default=False,
+        description="negotiate permessage-deflate: less bandwidth, but ~100 KB of zlib state and CPU per "
+        "frame for every socket that asks for it (browsers do)",
+    )
     presence_ttl_seconds: int = 60
 
     # Abuse limits at the edge (see docs/security.md). A rate of 0 turns that limit off.

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from parley.runtime.logging import configure_logging
-from parley.runtime.websocket_protocol import BatchingWebSocketProtocol
+from parley.runtime.websocket_protocol import BatchingWebSocketProtocol, WebSocketFastLane
 from parley.settings import Settings, get_settings
 
 
@@ -42,8 +42,9 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
 
 def server_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
     """How every Parley process serves (the test server uses it too)."""
+    lanes = getattr(app.state, "websocket_lanes", None)
     return uvicorn.Config(
-        app,
+        WebSocketFastLane(app, lanes) if lanes else app,
         host=host,
         port=port,
         log_config=None,
@@ -51,6 +52,7 @@ def server_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvi
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_interval,
+        ws_per_message_deflate=settings.ws_compression,
         timeout_graceful_shutdown=10,
         access_log=False,
         proxy_headers=True,

@@ -20,8 +20,11 @@ why uvicorn is pinned; ``tests/realtime/test_batched_writes.py`` checks the path
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -41,6 +44,12 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][BATCH_SEND_EXTENSION] = {"write_now": self.write_now}
 
     async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "websocket.accept":
+            await super().send(message)
+            # The handshake's request and response (headers) are not needed again; a realtime
+            # node holds thousands of idle sockets, so each one keeps as little as it can.
+            self.request = self.response = None  # type: ignore[assignment]
+            return
         texts = cast(dict[str, Any], message).get(BATCH_TEXTS_KEY)
         if texts is None or message["type"] != "websocket.send" or not self._open_for_frames():
             await super().send(message)
@@ -54,6 +63,24 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
         except InvalidState as exc:
             raise ClientDisconnected() from exc
+
+    def handle_parser_exception(self) -> None:
+        """A frame broke the rules (too big, say): the close frame with its code (1009) goes
+        out and the socket is half-closed, but not closed while the peer may still be sending
+        the rejected frame: uvicorn closes it at once, and closing a socket with unread data
+        resets the connection, which can destroy the close frame before the peer reads it."""
+        if self.close_sent:
+            return  # websockets now discards what the peer sends until it closes
+        assert self.conn.close_sent is not None
+        close = self.conn.close_sent
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        # Half-close: the peer reads the close frame, then EOF, and is done; what it still sends
+        # is read and discarded (no reset) until it closes its side or the timer fires.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def write_now(self, texts: list[str]) -> bool:
         """Write ``texts`` as frames in one socket write if the peer is taking data; False (and
@@ -73,3 +100,29 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _open_for_frames(self) -> bool:
         return self.handshake_complete and not self.close_sent and self.initial_response is None
+
+
+WebSocketHandler = Callable[[WebSocket], Awaitable[None]]
+
+
+class WebSocketFastLane:
+    """Serves the WebSocket paths in ``lanes`` (path → handler) ahead of the app's middleware.
+
+    Why: a socket's ASGI task lives as long as the socket, and through the full stack (error
+    and exception middleware, request ids, rate limits, FastAPI's dependency machinery) it holds
+    a dozen coroutine frames and their state for nothing: those layers act on HTTP requests.
+    The handler gets a plain Starlette ``WebSocket`` whose ``app`` is the FastAPI app (for
+    ``app.state``); everything else goes to the app as usual.
+    """
+
+    def __init__(self, app: ASGIApp, lanes: Mapping[str, WebSocketHandler]) -> None:
+        self.app = app
+        self.lanes = dict(lanes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.lanes.get(scope["path"]) if scope["type"] == "websocket" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.app
+        await handler(WebSocket(scope, receive, send))

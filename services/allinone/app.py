@@ -26,6 +26,7 @@ from services.cache.consumer import HistoryCacheConsumer
 from services.fanout.consumer import FanoutConsumer
 from services.indexer.consumer import IndexerConsumer
 from services.realtime.app import drain, start_realtime
+from services.realtime.endpoint import FAST_LANES
 from services.realtime.endpoint import router as realtime_router
 from services.relay.app import build_relay
 from services.slack.app import slack_router
@@ -66,6 +67,7 @@ def create_app(parley: Parley) -> FastAPI:
     configure_api(app)
     install_edge_limits(app, parley.settings)
     app.include_router(realtime_router)
+    app.state.websocket_lanes = FAST_LANES
     app.include_router(slack_router())
     app.include_router(health_router(parley.readiness))
     if WEB_DIR.is_dir():

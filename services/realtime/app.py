@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from parley.composition import Parley
 from parley.runtime.http import health_router, install_error_handlers, install_request_ids
 from services.realtime.connection import CLOSE_GOING_AWAY
-from services.realtime.endpoint import router
+from services.realtime.endpoint import FAST_LANES, router
 from services.realtime.hub import RealtimeHub
 
 
@@ -56,4 +56,5 @@ def create_app(parley: Parley) -> FastAPI:
     install_request_ids(app)
     app.include_router(health_router(parley.readiness))
     app.include_router(router)
+    app.state.websocket_lanes = FAST_LANES
     return app

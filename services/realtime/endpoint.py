@@ -215,6 +215,11 @@ async def _dispatch(deps: Deps, conn: ClientConnection, frame: object) -> None:
         )
 
 
+# Served ahead of the HTTP middleware by Parley's server (see WebSocketFastLane); the router
+# above serves the same endpoint under any other ASGI server.
+FAST_LANES = {"/ws": websocket_endpoint}
+
+
 def _is_id(key: str) -> bool:
     """A conversation id as JSON object keys carry it: ASCII digits, at most 63 bits."""
     return key.isascii() and key.isdigit() and len(key) <= 19 and int(key) < 2**63
