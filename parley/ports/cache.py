@@ -21,6 +21,16 @@ class CachedHistory:
     messages: list[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryUpdate:
+    """One event's effect on a conversation's cached history: a new top-level message at
+    ``seq`` (``message`` set: ``append``), or another event at ``seq`` (``advance``)."""
+
+    conversation_id: int
+    seq: int
+    message: bytes | None = None
+
+
 class HistoryCache(Protocol):
     async def get(self, conversation_id: int) -> CachedHistory | None: ...
 
@@ -36,6 +46,11 @@ class HistoryCache(Protocol):
     async def advance(self, conversation_id: int, seq: int) -> None:
         """An event that changes cached messages (edit, delete, reaction): drop the entry unless
         its watermark is already ``>= seq``. Idempotent."""
+        ...
+
+    async def apply(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
+        """``append`` or ``advance`` for each update, in order, with the same effect as calling
+        them one by one (adapters may send them together: one round trip for a batch)."""
         ...
 
     async def ping(self) -> None: ...

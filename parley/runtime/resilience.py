@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from parley.ports.cache import CachedHistory, HistoryCache, Presence, RateLimiter
+from parley.ports.cache import CachedHistory, HistoryCache, HistoryUpdate, Presence, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class FailOpenHistoryCache:
 
     async def advance(self, conversation_id: int, seq: int) -> None:
         await self._inner.advance(conversation_id, seq)
+
+    async def apply(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
+        await self._inner.apply(updates, keep)
 
     async def ping(self) -> None:
         await self._inner.ping()

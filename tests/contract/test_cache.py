@@ -23,7 +23,7 @@ from parley.adapters.cache.redis import (
     RedisRateLimiter,
     redis_client,
 )
-from parley.ports.cache import CachedHistory, HistoryCache, Presence, RateLimiter
+from parley.ports.cache import CachedHistory, HistoryCache, HistoryUpdate, Presence, RateLimiter
 from tests.engines import engine_url
 
 CONVERSATION = 42
@@ -149,6 +149,27 @@ async def test_append_without_an_entry_leaves_it_absent(history: HistoryCache) -
     await history.append(CONVERSATION, 1, message(1), KEEP)
 
     assert await history.get(CONVERSATION) is None
+
+
+async def test_apply_has_the_effect_of_its_updates_in_order(history: HistoryCache) -> None:
+    """The cache consumer hands a batch over in one call: the same as append/advance one by one."""
+    await history.fill(CONVERSATION, CachedHistory(watermark=5, messages=[message(5)]))
+    await history.fill(1, CachedHistory(watermark=3, messages=[message(3)]))
+    await history.apply(
+        [
+            HistoryUpdate(CONVERSATION, 6, message(6)),
+            HistoryUpdate(CONVERSATION, 6, message(6)),  # redelivered: no effect
+            HistoryUpdate(1, 4, message(4)),
+            HistoryUpdate(CONVERSATION, 7, message(7)),
+            HistoryUpdate(1, 6, message(6)),  # seq 5 of conversation 1 missing: entry dropped
+        ],
+        KEEP,
+    )
+    assert await history.get(CONVERSATION) == CachedHistory(7, [message(7), message(6), message(5)])
+    assert await history.get(1) is None
+    await history.apply([HistoryUpdate(CONVERSATION, 8)], KEEP)  # an edit, say: drop
+    assert await history.get(CONVERSATION) is None
+    await history.apply([], KEEP)
 
 
 async def test_append_keeps_only_the_newest_messages(history: HistoryCache) -> None:

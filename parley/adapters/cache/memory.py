@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from parley.ports.cache import CachedHistory, HistoryCache, Presence, RateLimiter
+from parley.ports.cache import CachedHistory, HistoryCache, HistoryUpdate, Presence, RateLimiter
 
 Clock = Callable[[], float]
 
@@ -78,6 +78,13 @@ class MemoryHistoryCache:
         entry = self._entries.get(conversation_id)
         if entry is not None and entry.watermark < seq:
             del self._entries[conversation_id]
+
+    async def apply(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
+        for update in updates:
+            if update.message is None:
+                await self.advance(update.conversation_id, update.seq)
+            else:
+                await self.append(update.conversation_id, update.seq, update.message, keep)
 
     async def ping(self) -> None:
         pass

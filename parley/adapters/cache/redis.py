@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from parley.ports.cache import CachedHistory, HistoryCache, Presence, RateLimiter
+from parley.ports.cache import CachedHistory, HistoryCache, HistoryUpdate, Presence, RateLimiter
 
 DEFAULT_PREFIX = "parley:"
 DEFAULT_HISTORY_TTL_SECONDS = 24 * 3600
@@ -194,6 +194,21 @@ class RedisHistoryCache:
 
     async def advance(self, conversation_id: int, seq: int) -> None:
         await self._advance(keys=self._keys(conversation_id), args=[seq])
+
+    async def apply(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        # One round trip for the batch; each script stays atomic and they run in order.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for u in updates:
+                keys = self._keys(u.conversation_id)
+                if u.message is None:
+                    await self._advance(keys=keys, args=[u.seq], client=pipe)
+                else:
+                    await self._append(
+                        keys=keys, args=[u.seq, u.message, keep, self._ttl_seconds], client=pipe
+                    )
+            await pipe.execute()
 
     async def ping(self) -> None:
         await self._client.ping()
