@@ -20,6 +20,7 @@ why uvicorn is pinned; ``tests/realtime/test_batched_writes.py`` checks the path
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -29,7 +30,9 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 
 BATCH_SEND_EXTENSION = "parley.batch_send"
 BATCH_TEXTS_KEY = "parley.texts"
@@ -90,6 +93,11 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             raise ClientDisconnected()
         if not self.writable.is_set():
             return False
+        if not self.conn.extensions and self.conn.state is State.OPEN:
+            # Without compression a server frame is the same bytes for every socket: encode
+            # each event once per node (a fan-out sends one text to thousands of sockets).
+            self.transport.write(b"".join([text_frame(text) for text in texts]))
+            return True
         try:
             for text in texts:
                 self.conn.send_text(text.encode())
@@ -100,6 +108,13 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _open_for_frames(self) -> bool:
         return self.handshake_complete and not self.close_sent and self.initial_response is None
+
+
+@functools.lru_cache(maxsize=4096)
+def text_frame(text: str) -> bytes:
+    """A complete unmasked, uncompressed text frame (what a server sends) carrying ``text``;
+    the same text object, fanned out, is encoded once."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 WebSocketHandler = Callable[[WebSocket], Awaitable[None]]
