@@ -95,7 +95,6 @@ class StoreReader(Protocol):
 
     # messages
     async def get_message(self, message_id: int) -> Message | None: ...
-    async def find_by_client_msg_id(self, user_id: int, client_msg_id: str) -> Message | None: ...
     async def find_by_client_msg_ids(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], Message]:

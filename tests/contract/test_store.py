@@ -144,8 +144,8 @@ async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
         async with store.write() as tx:
             await tx.insert_messages_txn([_message(user, conv, 2, "same")])
     async with store.read() as reader:
-        found = await reader.find_by_client_msg_id(user.id, "same")
-    assert found is not None and found.seq == 1
+        found = await reader.find_by_client_msg_ids([(user.id, "same")])
+    assert found[(user.id, "same")].seq == 1
 
 
 async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:

@@ -34,7 +34,7 @@ import pytest
 
 from parley.composition import Parley
 from parley.settings import Settings
-from tests.engines import engine_url
+from tests.engines import engine_url, engines_required
 from tests.support.engines import topic_names
 from tests.support.kafka import delete_topics_blocking
 
@@ -156,7 +156,7 @@ def cluster() -> Iterator[Cluster]:
     urls = {e: engine_url(e) for e in ("mysql", "kafka", "redis", "elasticsearch")}
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         message = "nginx not installed (bash deploy/local/nginx.sh install)"
-        if os.environ.get("PARLEY_REQUIRE_ENGINES") == "1":
+        if engines_required():
             pytest.fail(message)
         pytest.skip(message)
     tag = uuid.uuid4().hex[:10]

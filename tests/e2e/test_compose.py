@@ -10,7 +10,6 @@ dependency on a service that has no healthcheck to wait for.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.engines import engines_required
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -39,7 +40,7 @@ PARLEY_SERVICES = {
 def _require(tool: str, hint: str) -> str:
     path = shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}",) if Path(p).exists()), None)
     if path is None:
-        if os.environ.get("PARLEY_REQUIRE_ENGINES") == "1":
+        if engines_required():
             pytest.fail(f"PARLEY_REQUIRE_ENGINES=1 but {tool} is not installed ({hint})")
         pytest.skip(f"{tool} not installed ({hint})")
     return path

@@ -429,13 +429,6 @@ class SqlSession:
         row = (await self._c.execute(select(t.messages).where(t.messages.c.id == message_id))).first()
         return (await self._with_reactions([row]))[0] if row else None
 
-    async def find_by_client_msg_id(self, user_id: int, client_msg_id: str) -> Message | None:
-        m = t.messages
-        row = (
-            await self._c.execute(select(m).where(m.c.user_id == user_id, m.c.client_msg_id == client_msg_id))
-        ).first()
-        return (await self._with_reactions([row]))[0] if row else None
-
     async def find_by_client_msg_ids(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], Message]:
