@@ -8,43 +8,46 @@ bucket, so as coarse as the buckets) says how far along the flow the time is spe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 AGE_METRIC = "parley_event_age_seconds"
+WRITE_TOTALS = {  # group commit: sample name → key
+    "parley_write_batch_sends_sum": "sends",
+    "parley_write_batch_sends_count": "batches",
+    "parley_write_batch_seconds_sum": "seconds",
+}
 Buckets = dict[str, list[tuple[float, float]]]  # hop → [(upper bound s, cumulative count)]
 
 
-async def scrape(base_url: str) -> Buckets:
-    """Per-hop event-age buckets, plus the group-commit totals under the keys ``write:sends``,
-    ``write:seconds`` and ``write:batches`` (one point each: (0, total))."""
+@dataclass(frozen=True)
+class Scrape:
+    ages: Buckets
+    write_totals: dict[str, float]
+
+
+async def scrape(base_url: str) -> Scrape:
+    """Per-hop event-age buckets and the group-commit totals, as the server counts them now."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{base_url}/metrics")).text
-    buckets: Buckets = {}
+    ages: Buckets = {}
+    totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "parley_write_batch_sends_sum":
-                buckets["write:sends"] = [(0.0, sample.value)]
-            elif sample.name == "parley_write_batch_sends_count":
-                buckets["write:batches"] = [(0.0, sample.value)]
-            elif sample.name == "parley_write_batch_seconds_sum":
-                buckets["write:seconds"] = [(0.0, sample.value)]
-        if family.name != AGE_METRIC:
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                bound = float(sample.labels["le"])
-                buckets.setdefault(sample.labels["hop"], []).append((bound, sample.value))
-    return {hop: sorted(points) for hop, points in buckets.items()}
+            if sample.name in WRITE_TOTALS:
+                totals[WRITE_TOTALS[sample.name]] = sample.value
+            elif family.name == AGE_METRIC and sample.name.endswith("_bucket"):
+                ages.setdefault(sample.labels["hop"], []).append((float(sample.labels["le"]), sample.value))
+    return Scrape({hop: sorted(points) for hop, points in ages.items()}, totals)
 
 
-def median_ms(before: Buckets, after: Buckets) -> dict[str, float]:
+def median_ms(before: Scrape, after: Scrape) -> dict[str, float]:
     """Each hop's median event age (ms) over what was observed between the two scrapes."""
     medians: dict[str, float] = {}
-    for hop, points in after.items():
-        if hop.startswith("write:"):
-            continue
-        earlier = dict(before.get(hop, []))
+    for hop, points in after.ages.items():
+        earlier = dict(before.ages.get(hop, []))
         counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in points]
         total = counts[-1][1]
         if total <= 0:
@@ -62,16 +65,13 @@ def median_ms(before: Buckets, after: Buckets) -> dict[str, float]:
     return medians
 
 
-def write_batches(before: Buckets, after: Buckets) -> dict[str, float]:
+def write_batches(before: Scrape, after: Scrape) -> dict[str, float]:
     """Group commit between the two scrapes: mean sends per batch and mean batch time (ms)."""
 
     def delta(key: str) -> float:
-        return after.get(key, [(0.0, 0.0)])[0][1] - before.get(key, [(0.0, 0.0)])[0][1]
+        return after.write_totals.get(key, 0.0) - before.write_totals.get(key, 0.0)
 
-    batches = delta("write:batches")
+    batches = delta("batches")
     if batches <= 0:
         return {}
-    return {
-        "batch_sends": delta("write:sends") / batches,
-        "batch_ms": delta("write:seconds") / batches * 1000,
-    }
+    return {"batch_sends": delta("sends") / batches, "batch_ms": delta("seconds") / batches * 1000}

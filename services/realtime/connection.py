@@ -74,7 +74,9 @@ class ClientConnection:
         self._flush_scheduled = False
         self._drainer: asyncio.Task[None] | None = None
         batch_send = websocket.scope.get("extensions", {}).get(BATCH_SEND_EXTENSION)
-        self._write_now: Callable[[list[str]], bool] | None = batch_send and batch_send.get("write_now")
+        self._write_now: Callable[[list[str]], bool] | None = (
+            batch_send.get("write_now") if batch_send else None
+        )
         self._batched = batch_send is not None
 
     # -- outbound ------------------------------------------------------------------------
