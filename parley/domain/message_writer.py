@@ -157,8 +157,9 @@ class MessageWriter:
             pending.future.set_exception(exc)
 
     async def _write_batch(self, batch: list[PendingSend]) -> list[Outcome | None]:
-        async with self._store.write() as tx:
-            return await self._write_batch_txn(tx, batch)
+        # transact(): the batch awaits only its writer, so the embedded store can run all of
+        # it on its database thread in one hand-off (see the store port).
+        return await self._store.transact(lambda tx: self._write_batch_txn(tx, batch))
 
     async def _write_batch_txn(self, tx: StoreWriter, batch: list[PendingSend]) -> list[Outcome | None]:
         prepared = await self._prepare(tx, [p.request for p in batch])

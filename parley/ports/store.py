@@ -6,17 +6,22 @@ Guarantees every adapter gives:
   returns only after a durable commit;
 - ``bump_seq_txn`` locks the conversation until commit, so seqs are gap-free and strictly
   increasing per conversation and outbox rows of one conversation are ordered like their seqs;
-- ``read()`` sees committed data only.
-Methods ending in ``_txn`` must be called inside ``write()``.
+- ``transact(work)`` is ``write()`` for a block that awaits nothing but its writer: the same
+  promise, but the adapter may run the whole transaction away from the event loop (the
+  embedded store does: one hand-off to its database thread per transaction, not one per
+  statement — what the send path's group commit spends its time on); ``query(work)`` is the
+  same for a block of reads;
+- ``read()`` and ``query()`` see committed data only.
+Methods ending in ``_txn`` must be called inside ``write()`` or ``transact()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from parley.domain.events import Event
 from parley.domain.integrations import ApiToken, Bot
@@ -29,6 +34,8 @@ from parley.domain.models import (
     Workspace,
     WorkspaceMember,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +182,18 @@ class Store(Protocol):
 
     def read(self) -> AbstractAsyncContextManager[StoreReader]: ...
 
+    async def query(self, work: Callable[[StoreReader], Awaitable[T]]) -> T:
+        """Run ``work`` on one read snapshot and return its result; like ``transact``, ``work``
+        may await only the reader it is given."""
+        ...
+
     def write(self) -> AbstractAsyncContextManager[StoreWriter]: ...
+
+    async def transact(self, work: Callable[[StoreWriter], Awaitable[T]]) -> T:
+        """Run ``work`` in one write transaction: committed (durably) when it returns, rolled
+        back if it raises. ``work`` may await only the writer it is given — no sleeps, locks
+        or other I/O — because it may run on the store's own thread."""
+        ...
 
     async def try_lease(self, name: str) -> Lease | None:
         """Take the named lease if no other process holds it; released when the holder's

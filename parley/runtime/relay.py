@@ -148,8 +148,8 @@ class OutboxRelay:
             return
         self._next_prune = now + PRUNE_INTERVAL
         try:
-            async with self._store.write() as tx:
-                pruned = await tx.prune_events_txn(datetime.now(UTC) - self._retention)
+            older_than = datetime.now(UTC) - self._retention
+            pruned = await self._store.transact(lambda tx: tx.prune_events_txn(older_than))
             if pruned:
                 log.info("pruned %d published outbox rows older than %s", pruned, self._retention)
         except Exception:
@@ -157,8 +157,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """One pass: publish up to a batch of unpublished rows, then mark them published."""
-        async with self._store.read() as reader:
-            rows = await reader.unpublished_events(self._batch_size)
+        rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size))
         metrics.RELAY_LAG.set(len(rows))
         if not rows:
             return 0
@@ -173,7 +172,7 @@ class OutboxRelay:
                 for r in rows
             ],
         )
-        async with self._store.write() as tx:
-            await tx.mark_published_txn([r.id for r in rows])
+        published = [r.id for r in rows]
+        await self._store.transact(lambda tx: tx.mark_published_txn(published))
         metrics.RELAYED.inc(len(rows))
         return len(rows)

@@ -15,7 +15,7 @@ from parley.domain.errors import Conflict
 from parley.domain.events import Event, EventType
 from parley.domain.models import Conversation, ConversationKind, Message, Role, User, Workspace
 from parley.ids import IdGenerator
-from parley.ports.store import Store
+from parley.ports.store import Store, StoreWriter
 from parley.settings import Settings
 from tests.engines import engine_url
 from tests.support.engines import mysql_database
@@ -136,6 +136,45 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
         assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
 
 
+async def test_transact_and_write_blocks_interleave_into_one_gap_free_sequence(store: Store) -> None:
+    """transact() is the send path's transaction; write() the other actions'. Both at once, on
+    one conversation: every block commits, each seq once, and transact returns work's value."""
+    user, conv = await _conversation(store)
+
+    async def in_transact(tx: StoreWriter) -> int:
+        seq = await tx.bump_seq_txn(conv.id)
+        await tx.insert_messages_txn([_message(user, conv, seq)])
+        await tx.append_events_txn([_event(conv, seq)])
+        return seq
+
+    async def in_write() -> int:
+        async with store.write() as tx:
+            return await in_transact(tx)
+
+    seqs = await asyncio.gather(*(store.transact(in_transact) if n % 2 else in_write() for n in range(40)))
+    assert sorted(seqs) == list(range(1, 41))
+    async with store.read() as reader:
+        assert sorted(m.seq for m in await reader.history(conv.id, limit=100)) == list(range(1, 41))
+
+
+async def test_a_failed_transact_leaves_nothing_behind(store: Store) -> None:
+    user, conv = await _conversation(store)
+    first = _message(user, conv, 1, client_msg_id="c-1")
+
+    async def store_twice(tx: StoreWriter) -> None:
+        seq = await tx.bump_seq_txn(conv.id, 2)
+        await tx.insert_messages_txn([first])
+        await tx.append_events_txn([_event(conv, seq)])
+        await tx.insert_messages_txn([_message(user, conv, 2, client_msg_id="c-1")])
+
+    with pytest.raises(Conflict):
+        await store.transact(store_twice)
+    async with store.read() as reader:
+        assert await reader.history(conv.id) == []
+        assert await reader.events_after(conv.id, 0, 10) == []
+        assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
+
+
 async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
     user, conv = await _conversation(store)
     async with store.write() as tx:
@@ -242,3 +281,23 @@ async def test_pruning_removes_only_published_events_older_than_the_cutoff(store
     async with store.read() as reader:
         assert await reader.oldest_event_seq(conv.id) == 3, "the unpublished row stays"
     _ = user
+
+
+async def test_embedded_transact_refuses_a_block_that_awaits_anything_else(tmp_path: Path) -> None:
+    """The embedded store runs transact() on its database thread, where no event loop turns: a
+    block that sleeps (or awaits other I/O) is a bug, refused loudly and rolled back."""
+    parley = Parley(Settings(data_dir=tmp_path), "tool")
+    await parley.start("store")
+    try:
+        _, conv = await _conversation(parley.store)
+
+        async def sleeps(tx: StoreWriter) -> None:
+            await tx.bump_seq_txn(conv.id)
+            await asyncio.sleep(0)  # yields to the loop: there is none on the database thread
+
+        with pytest.raises(RuntimeError, match="awaited something other"):
+            await parley.store.transact(sleeps)
+        async with parley.store.read() as reader:
+            assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
+    finally:
+        await parley.close()

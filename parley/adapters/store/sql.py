@@ -4,24 +4,66 @@ Dialect differences live here and only here:
 - SQLite allows one writer at a time, so writes use a single connection with
   ``BEGIN IMMEDIATE`` (no lock upgrades, no SQLITE_BUSY mid-transaction) while reads use a
   separate pool that WAL lets run beside the writer;
+- SQLite's ``transact()`` (the send path's group commit, the relay's bookkeeping) runs the
+  whole transaction on one database thread with the synchronous driver, one hand-off from the
+  event loop per transaction (``query()`` likewise for reads, on reader threads): through
+  aiosqlite every statement is a thread hop whose return waits for a busy loop to come round
+  (~8 per batch). One asyncio lock orders every SQLite
+  write, both kinds, so they never wait on SQLite's busy handler (which sleeps 1-100 ms);
 - MySQL takes the conversation row lock in ``bump_seq_txn`` (``UPDATE ... last_seq + n``),
   which serializes sends per conversation and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
-from sqlalchemy import and_, case, delete, event, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.sql.base import Executable
 
 from parley.adapters.store import schema as t
 from parley.adapters.store.migrations import server_lock_name, upgrade_to_head
@@ -39,10 +81,63 @@ from parley.domain.models import (
     Workspace,
     WorkspaceMember,
 )
-from parley.ports.store import Invite, Lease, Membership, OutboxRow, Store, StoreWriter
+from parley.ports.store import Invite, Lease, Membership, OutboxRow, Store, StoreReader, StoreWriter
 from parley.tracing import request_id_var
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+READER_THREADS = 2
+
+
+class _Connection(Protocol):
+    """What a session needs of its connection: ``AsyncConnection``, or ``_ThreadConnection``
+    inside an embedded ``transact()``."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+
+class _ThreadConnection:
+    """A synchronous connection behind ``AsyncConnection``'s face, for code already running on
+    the database thread: ``execute`` completes without suspending, so a whole ``transact()``
+    coroutine runs there to its end in one go."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        return self._conn.execute(statement, parameters)
+
+
+async def _on_thread(
+    threads: ThreadPoolExecutor,
+    open_connection: Callable[[], AbstractContextManager[Connection]],
+    work: Callable[[SqlSession], Awaitable[T]],
+) -> T:
+    """Run ``work`` on one of ``threads`` over a connection from ``open_connection`` (``begin``:
+    committed when work returns; ``connect``: a read, rolled back)."""
+
+    def run() -> T:
+        with open_connection() as conn:
+            return _run_to_completion(cast(Coroutine[Any, Any, T], work(SqlSession(_ThreadConnection(conn)))))
+
+    return await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run, run)
+
+
+def _run_to_completion(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (it awaits only ``_ThreadConnection``)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise RuntimeError("a transact() block awaited something other than its store writer")
 
 
 def _db(value: datetime) -> datetime:
@@ -121,7 +216,7 @@ def _message_values(m: Message) -> dict[str, Any]:
 class SqlSession:
     """One connection's view of the store: the reader and, inside ``write()``, the writer."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self._c = conn
 
     # -- users ---------------------------------------------------------------------------
@@ -713,8 +808,30 @@ class SqlStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._writer = create_async_engine(url, pool_size=1, max_overflow=0)
             self._reader = create_async_engine(url, pool_size=4, max_overflow=4)
-            _configure_sqlite(self._writer, immediate=True)
-            _configure_sqlite(self._reader, immediate=False)
+            _configure_sqlite(self._writer.sync_engine, immediate=True)
+            _configure_sqlite(self._reader.sync_engine, immediate=False)
+            # transact()'s own connection, used only on its one thread (hence no thread check).
+            self._thread_writer: Engine | None = create_engine(
+                make_url(url).set(drivername="sqlite+pysqlite"),
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            _configure_sqlite(self._thread_writer, immediate=True)
+            self._db_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
+                1, thread_name_prefix="parley-sqlite-writer"
+            )
+            self._thread_reader: Engine | None = create_engine(
+                make_url(url).set(drivername="sqlite+pysqlite"),
+                pool_size=READER_THREADS,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            _configure_sqlite(self._thread_reader, immediate=False)
+            self._reader_threads: ThreadPoolExecutor | None = ThreadPoolExecutor(
+                READER_THREADS, thread_name_prefix="parley-sqlite-reader"
+            )
+            self._write_lock: asyncio.Lock | None = asyncio.Lock()
         else:
             self._writer = create_async_engine(
                 url,
@@ -729,6 +846,11 @@ class SqlStore:
                 isolation_level="READ COMMITTED",
             )
             self._reader = self._writer
+            self._thread_writer = None
+            self._db_thread = None
+            self._thread_reader = None
+            self._reader_threads = None
+            self._write_lock = None
 
     async def start(self) -> None:
         await upgrade_to_head(self._writer)
@@ -737,6 +859,13 @@ class SqlStore:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+        for engine, threads in (
+            (self._thread_writer, self._db_thread),
+            (self._thread_reader, self._reader_threads),
+        ):
+            if engine is not None and threads is not None:
+                await asyncio.get_running_loop().run_in_executor(threads, engine.dispose)
+                threads.shutdown(wait=True)
 
     async def ping(self) -> None:
         async with self._reader.connect() as conn:
@@ -751,8 +880,27 @@ class SqlStore:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlSession]:
         with _engine_errors_as_unavailable():
-            async with self._writer.begin() as conn:
+            async with self._sqlite_writer_turn(), self._writer.begin() as conn:
                 yield SqlSession(conn)
+
+    async def query(self, work: Callable[[StoreReader], Awaitable[T]]) -> T:
+        if self._thread_reader is None or self._reader_threads is None:
+            async with self.read() as reader:
+                return await work(reader)
+        with _engine_errors_as_unavailable():
+            return await _on_thread(self._reader_threads, self._thread_reader.connect, work)
+
+    async def transact(self, work: Callable[[StoreWriter], Awaitable[T]]) -> T:
+        if self._thread_writer is None or self._db_thread is None:
+            async with self.write() as tx:
+                return await work(tx)
+        with _engine_errors_as_unavailable():
+            async with self._sqlite_writer_turn():
+                return await _on_thread(self._db_thread, self._thread_writer.begin, work)
+
+    def _sqlite_writer_turn(self) -> AbstractAsyncContextManager[object]:
+        """SQLite writes take turns in-process (MySQL: the database orders them)."""
+        return self._write_lock if self._write_lock is not None else nullcontext()
 
     async def try_lease(self, name: str) -> Lease | None:
         if self.is_sqlite:
@@ -821,8 +969,8 @@ def _engine_errors_as_unavailable() -> Iterator[None]:
         ) from exc
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit transactions defer the lock).
         dbapi_conn.isolation_level = None
@@ -834,7 +982,7 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA foreign_keys=OFF")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
