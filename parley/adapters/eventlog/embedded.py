@@ -17,7 +17,9 @@ Guarantees (those of :mod:`parley.ports.eventlog`):
 How it stays fast enough (every record passes once per consumer group):
 
 - *Group commit*: ``publish`` and ``commit`` calls queue their work; one writer task writes
-  everything queued in one transaction, so concurrent callers share one fsync.
+  everything queued in one transaction, so concurrent callers share one fsync. The
+  transaction runs on the writer connection's own thread in one hand-off (plain ``sqlite3``),
+  not a hop per statement: each hop's return waits for a busy event loop to come round.
 - *Recent tail in memory*: after a transaction commits, its records are appended to a bounded
   in-memory tail per partition. Members that keep up read from the tail; only a member that fell
   behind it (or starts after a restart) reads SQLite, a batch per partition with one query. The
@@ -36,12 +38,14 @@ import fcntl
 import functools
 import logging
 import os
+import sqlite3
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -49,6 +53,7 @@ from parley.adapters.eventlog.partitioning import partition_for_key
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS topics (
@@ -101,6 +106,31 @@ class EventLogClosedError(RuntimeError):
 # --- headers, stored as bytes exactly as given ------------------------------------------------
 
 _HEADER_SIZES = struct.Struct(">HI")
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    # FULL: a transaction is on disk when COMMIT returns, which is what "publish returned"
+    # promises; the writer's group commit keeps the fsync count low.
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    for statement in _SCHEMA:
+        connection.execute(statement)
+    return connection
+
+
+def _run_transaction(connection: sqlite3.Connection, statements: list[tuple[str, Sequence[Any]]]) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            if rows:
+                connection.executemany(sql, rows)
+        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
@@ -231,7 +261,9 @@ class EmbeddedEventLog:
         self.retain_per_partition = retain_per_partition
         self.tail_per_partition = tail_per_partition
         self.trim_interval = trim_interval
-        self._writer: aiosqlite.Connection | None = None
+        # The writer is a plain sqlite3 connection used only on its one thread (see _on_writer).
+        self._writer: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._topics: dict[str, list[_Partition]] = {}
@@ -253,14 +285,8 @@ class EmbeddedEventLog:
         lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd = await asyncio.to_thread(_acquire_process_lock, lock_path)
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._writer.execute("PRAGMA journal_mode=WAL")
-            # FULL: a transaction is on disk when COMMIT returns, which is what "publish
-            # returned" promises; the writer's group commit keeps the fsync count low.
-            await self._writer.execute("PRAGMA synchronous=FULL")
-            await self._writer.execute("PRAGMA busy_timeout=5000")
-            for statement in _SCHEMA:
-                await self._writer.execute(statement)
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="parley-eventlog-writer")
+            self._writer = await self._on_writer(_open_writer, self.path)
             # A second connection for reading behind the tail: WAL lets it read while the
             # writer commits, and it never sees uncommitted rows.
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -291,10 +317,13 @@ class EmbeddedEventLog:
                 event.set()
 
     async def _close_connections(self) -> None:
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                await connection.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            await self._on_writer(self._writer.close)
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
+        self._reader = self._writer = self._writer_thread = None
         if self._lock_fd is not None:
             _release_process_lock(self._lock_fd)
             self._lock_fd = None
@@ -312,10 +341,16 @@ class EmbeddedEventLog:
                 _Partition(log_start=log_start, log_end=log_end, tail_start=log_end)
             )
 
-    def _write_connection(self) -> aiosqlite.Connection:
+    def _write_connection(self) -> sqlite3.Connection:
         if self._writer is None:
             raise EventLogClosedError("the embedded event log is not started")
         return self._writer
+
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the writer connection's thread (sqlite3 objects stay on one thread)."""
+        if self._writer_thread is None:
+            raise EventLogClosedError("the embedded event log is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     def _read_connection(self) -> aiosqlite.Connection:
         if self._reader is None:
@@ -458,17 +493,7 @@ class EmbeddedEventLog:
 
     async def _transaction(self, statements: Iterable[tuple[str, Sequence[tuple[Any, ...]]]]) -> None:
         """Run ``statements`` (sql, rows) in one IMMEDIATE transaction; the caller holds the lock."""
-        connection = self._write_connection()
-        await connection.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, rows in statements:
-                if rows:
-                    await connection.executemany(sql, rows)
-            await connection.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.execute("ROLLBACK")
-            raise
+        await self._on_writer(_run_transaction, self._write_connection(), list(statements))
 
     def _wake_readers(self, topic: str) -> None:
         # Waiters hold the old event; a fresh one is armed for the next wait.
