@@ -20,6 +20,7 @@ why uvicorn is pinned; ``tests/realtime/test_batched_writes.py`` checks the path
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
@@ -32,13 +33,21 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
 BATCH_SEND_EXTENSION = "parley.batch_send"
 BATCH_TEXTS_KEY = "parley.texts"
 
 
 class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # asyncio.Queue and asyncio.Event allocate their deques up front (~760 B each, four of
+        # them per socket); these hold only what one idle socket needs.
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = FlowEvent()  # type: ignore[assignment]
+        self.writable.set()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
@@ -52,6 +61,7 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             # The handshake's request and response (headers) are not needed again; a realtime
             # node holds thousands of idle sockets, so each one keeps as little as it can.
             self.request = self.response = None  # type: ignore[assignment]
+            self._release_handshake_parser()
             return
         texts = cast(dict[str, Any], message).get(BATCH_TEXTS_KEY)
         if texts is None or message["type"] != "websocket.send" or not self._open_for_frames():
@@ -108,6 +118,86 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _open_for_frames(self) -> bool:
         return self.handshake_complete and not self.close_sent and self.initial_response is None
+
+    def _release_handshake_parser(self) -> None:
+        """websockets' server parser is one generator for the handshake and then the frames, so
+        its frame holds the parsed request (every header) as long as the socket lives. Once the
+        101 is out and no byte of a frame has arrived (a client sends frames only after reading
+        the 101), a plain frame parser takes over with nothing to carry."""
+        if self.conn.state is State.OPEN and not self.conn.reader.buffer:
+            self.conn.parser = Protocol.parse(self.conn)
+            next(self.conn.parser)
+
+
+class ReceiveQueue:
+    """The part of ``asyncio.Queue`` uvicorn uses for a socket's incoming ASGI messages, with a
+    single consumer (the app's ``receive``), and nothing allocated while it is empty."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class FlowEvent:
+    """``asyncio.Event`` (set, clear, is_set, wait) without a deque per instance: the peer's
+    flow-control flag, which an idle socket never waits on."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
 
 
 @functools.lru_cache(maxsize=4096)

@@ -60,19 +60,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
     conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
+    # Nothing reads the handshake's headers again, and a node holds thousands of idle sockets:
+    # empty the list in place (Starlette's Headers view shares it).
+    websocket.scope["headers"].clear()
     conversations = await hub.register(conn, cursors)
     try:
-        conn.send_hello(
-            {
-                "type": "hello",
-                "user": user.model_dump(mode="json"),
-                "conversations": conversations,
-                "limits": {
-                    "max_message_chars": deps.settings.max_message_chars,
-                    "max_frame_bytes": deps.settings.max_frame_bytes,
-                },
-            }
-        )
+        conn.send_hello(_hello(deps, conn.user, conversations))
+        # This frame lives as long as the socket, and a node holds thousands: keep only what
+        # the rest of the handler needs.
+        del auth, cursors, conversations
         await ephemeral.set_presence(deps, user, "online")
         # The read loop is a child task so closing a connection from elsewhere (slow consumer,
         # shutdown) can stop it without cancelling the ASGI handler itself.
@@ -90,6 +86,18 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 await ephemeral.set_presence(deps, user, "offline")
             except Exception:
                 log.debug("presence offline not published", exc_info=True)
+
+
+def _hello(deps: Deps, user: User, conversations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "user": user.model_dump(mode="json"),
+        "conversations": conversations,
+        "limits": {
+            "max_message_chars": deps.settings.max_message_chars,
+            "max_frame_bytes": deps.settings.max_frame_bytes,
+        },
+    }
 
 
 async def _authenticate(deps: Deps, websocket: WebSocket) -> tuple[User, dict[int, int]] | None:
