@@ -22,7 +22,8 @@ import time
 import httpx
 
 from bench.clients import api, create_room, open_sockets, send_many, sign_up
-from bench.scenario import Figure, Options, Scenario, progress, running_server
+from bench.deployments import running_target
+from bench.scenario import Figure, Options, Scenario, progress
 from bench.server import Mode
 from bench.stats import summarize_ms
 
@@ -53,7 +54,7 @@ FIGURES = [
 
 
 async def run_once(options: Options, mode: Mode) -> dict[str, float]:
-    async with running_server(options, mode) as server, api(server.url) as http:
+    async with running_target(options, mode) as server, api(server.url) as http:
         account = await sign_up(http, f"h{server.tag}u")
         room = await create_room(http, [account], name="history")
         sockets = await open_sockets(server.ws_url, [account] * SEED_SOCKETS, compression=options.compression)
@@ -109,4 +110,5 @@ SCENARIO = Scenario(
     summary="first history page latency: cached vs read from the store (issue 3)",
     figures=FIGURES,
     run_once=run_once,
+    modes=("embedded", "engines", "cluster", "url"),
 )

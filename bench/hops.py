@@ -4,10 +4,16 @@ Every consumer group and the WebSocket delivery observe ``parley_event_age_secon
 age of an event (since its commit-time timestamp) when that hop handles it. Two scrapes, before
 and after a phase, give the phase's own histogram per hop; its median (interpolated inside the
 bucket, so as coarse as the buckets) says how far along the flow the time is spent.
+
+In a cluster each hop is observed by the process doing it (fanout, cache, indexer, every
+realtime node; the writes on every api and realtime node): ``scrape_all`` reads each process's
+``/metrics`` and adds the counts up, which is the histogram of the cluster as a whole.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -32,6 +38,31 @@ async def scrape(base_url: str) -> Scrape:
     """Per-hop event-age buckets and the group-commit totals, as the server counts them now."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{base_url}/metrics")).text
+    return parse(text)
+
+
+async def scrape_all(base_urls: Sequence[str]) -> Scrape:
+    """The sum of every process's counts (no URLs, e.g. a deployment the harness cannot see
+    inside: an empty scrape, and no hop figures)."""
+    return merge(await asyncio.gather(*(scrape(url) for url in base_urls)))
+
+
+def merge(scrapes: Sequence[Scrape]) -> Scrape:
+    """Histograms of several processes as one: counts of the same hop and bound added up."""
+    ages: dict[str, dict[float, float]] = {}
+    totals: dict[str, float] = {}
+    for one in scrapes:
+        for hop, points in one.ages.items():
+            summed = ages.setdefault(hop, {})
+            for bound, count in points:
+                summed[bound] = summed.get(bound, 0.0) + count
+        for key, value in one.write_totals.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return Scrape({hop: sorted(points.items()) for hop, points in ages.items()}, totals)
+
+
+def parse(text: str) -> Scrape:
+    """One ``/metrics`` page's event-age buckets and group-commit totals."""
     ages: Buckets = {}
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):

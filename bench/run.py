@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bench import fanout, history, indexer, send_deliver
+from bench import fanout, history, indexer, large_history, send_deliver
 from bench.clients import frames_before_hello
 from bench.machine import engine_versions, load_average, machine_lines
 from bench.scenario import Options, Scenario, progress
-from bench.server import EngineUrls, Mode
+from bench.server import Deployment, EngineUrls, Mode
 from bench.stats import fmt, median_of_runs, table
 
 SCENARIOS: dict[str, Scenario] = {
@@ -33,9 +33,10 @@ SCENARIOS: dict[str, Scenario] = {
         indexer.SCENARIO,
         fanout.FANOUT_SCENARIO,
         fanout.IDLE_SCENARIO,
+        large_history.SCENARIO,
     )
 }
-DEFAULT_ALL = ["send-deliver", "history", "indexer", "fanout-1000", "idle-connections"]
+DEFAULT_ALL = ["send-deliver", "history", "indexer", "fanout-1000", "idle-connections", "history-1m"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,7 +46,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Scenarios: "
         + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values())
-        + ". 'all' runs every one of them.",
+        + ". 'all' runs every one of them. Modes: embedded and engines start one all-in-one process "
+        "(SQLite etc. / MariaDB, Kafka, Redis, Elasticsearch); cluster starts the local cluster "
+        "(deploy/local/cluster.py: nginx, api ×N, realtime ×N, relay, fanout, indexer, cache, slack on "
+        "the engines) with its own database, topics, groups and index, and drives it through nginx; "
+        "--url drives a running deployment. send-deliver and history run in every mode; indexer "
+        "(it restarts the server to time a rebuild), fanout-1000 and idle-connections (they measure "
+        "one realtime process) and history-1m run embedded/engines only, and are skipped otherwise.",
     )
     p.add_argument(
         "scenarios",
@@ -55,7 +62,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SCENARIO",
         help=f"one or more of {', '.join(SCENARIOS)}, or all (the default)",
     )
-    p.add_argument("--mode", choices=["embedded", "engines", "both"], default="embedded")
+    p.add_argument(
+        "--mode",
+        choices=["embedded", "engines", "cluster", "both", "all"],
+        default="embedded",
+        help="both: embedded and engines; all: embedded, engines and cluster (default embedded)",
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported (default 3)")
     p.add_argument("--time-limit", type=float, default=900, help="seconds one run may take (default 900)")
     p.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
@@ -85,6 +97,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--fanout-sockets", type=int, default=1_000)
     g.add_argument("--fanout-messages", type=int, default=200)
     g.add_argument("--idle-counts", default="1000,10000", help="comma-separated socket counts")
+    g = p.add_argument_group("history-1m (seeded once per mode by bench.bulk_seed, kept for the runs)")
+    g.add_argument("--bulk-messages", type=int, default=1_000_000, help="stored messages (default 1,000,000)")
+    g.add_argument("--bulk-channels", type=int, default=100, help="channels they are spread over")
+    g.add_argument("--bulk-history-requests", type=int, default=300, help="per history variant")
+    g.add_argument("--bulk-searches", type=int, default=100, help="per search kind")
+    g = p.add_argument_group("cluster and running deployments")
+    g.add_argument("--api-nodes", type=int, default=2, help="cluster mode: api processes (default 2)")
+    g.add_argument(
+        "--realtime-nodes", type=int, default=2, help="cluster mode: realtime processes (default 2)"
+    )
+    g.add_argument(
+        "--url",
+        help="drive this running deployment (e.g. http://127.0.0.1:8080 of `make cluster` or compose) "
+        "instead of starting a server; --mode is then ignored. Nothing is started, stopped or removed; "
+        "its rate limits stay as they are (PARLEY_RATE_LIMIT_*), and CPU and hop figures are n/a "
+        "unless --cluster-dir is given",
+    )
+    g.add_argument(
+        "--cluster-dir",
+        type=Path,
+        help="with --url: the state folder of the local cluster behind it (e.g. .state/cluster): "
+        "its cluster.json gives the pids (CPU figures) and metrics ports (hop ages)",
+    )
+    g.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="PARLEY_X=VALUE",
+        help="a setting for the servers the harness starts (send-deliver, history); repeatable",
+    )
     g = p.add_argument_group("clients and engines")
     g.add_argument("--compression", action="store_true", help="negotiate permessage-deflate on sockets")
     defaults = EngineUrls()
@@ -95,9 +137,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def server_settings(pairs: Sequence[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("PARLEY_"):
+            raise SystemExit(f"--server-env wants PARLEY_NAME=VALUE, got {pair!r}")
+        settings[key] = value
+    return settings
+
+
 def options_from(args: argparse.Namespace) -> Options:
     return Options(
         urls=EngineUrls(args.mysql_url, args.kafka, args.redis_url, args.elasticsearch_url),
+        deployment=Deployment(
+            url=args.url,
+            cluster_dir=args.cluster_dir.resolve() if args.cluster_dir else None,
+            api_nodes=args.api_nodes,
+            realtime_nodes=args.realtime_nodes,
+            settings=server_settings(args.server_env),
+        ),
         compression=args.compression,
         senders=args.senders,
         listeners=args.listeners,
@@ -114,6 +173,11 @@ def options_from(args: argparse.Namespace) -> Options:
         fanout_sockets=args.fanout_sockets,
         fanout_messages=args.fanout_messages,
         idle_counts=tuple(int(n) for n in args.idle_counts.split(",") if n.strip()),
+        runs=args.runs,
+        bulk_messages=args.bulk_messages,
+        bulk_channels=args.bulk_channels,
+        bulk_history_requests=args.bulk_history_requests,
+        bulk_searches=args.bulk_searches,
     )
 
 
@@ -181,6 +245,36 @@ def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]
     return f"{scenario.name} [{mode}]\n" + table(["", *(f.label for f in scenario.figures)], rows)
 
 
+def modes_of(args: argparse.Namespace) -> list[Mode]:
+    if args.url:
+        return ["url"]
+    if args.cluster_dir is not None:
+        raise SystemExit("--cluster-dir goes with --url")
+    return {
+        "both": ["embedded", "engines"],
+        "all": ["embedded", "engines", "cluster"],
+    }.get(args.mode, [args.mode])
+
+
+def server_lines(modes: Sequence[Mode], options: Options) -> list[str]:
+    """What "server CPU" means in each mode, and the shape of a cluster."""
+    d = options.deployment
+    lines = []
+    if "cluster" in modes:
+        lines.append(
+            f"cluster: nginx, api ×{d.api_nodes}, realtime ×{d.realtime_nodes}, relay, fanout, indexer, "
+            "cache, slack ×1 (deploy/local/cluster.py), driven through nginx; server CPU = the sum over "
+            "nginx (master + workers) and every Parley process; engines CPU = mariadb + kafka + redis + "
+            "elasticsearch"
+        )
+    if "url" in modes:
+        seen = f"processes of {d.cluster_dir}/cluster.json" if d.cluster_dir else "n/a (not started here)"
+        lines.append(f"url: {d.url} (started elsewhere); server CPU and hop ages: {seen}")
+    if d.settings:
+        lines.append(f"server settings: {d.settings}")
+    return lines
+
+
 async def main(args: argparse.Namespace) -> int:
     # SIGTERM (e.g. from `timeout`) cancels like Ctrl-C does, so every server is stopped and
     # every run's database, topics and index are removed on the way out.
@@ -188,12 +282,13 @@ async def main(args: argparse.Namespace) -> int:
     if current is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
     names = DEFAULT_ALL if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
-    modes: list[Mode] = ["embedded", "engines"] if args.mode == "both" else [args.mode]
+    modes = modes_of(args)
     options = options_from(args)
     nofile = raise_file_limit()
     header = [*machine_lines(), f"open files limit: {nofile}"]
-    if "engines" in modes:
+    if "engines" in modes or "cluster" in modes:
         header += [f"{k}: {v}" for k, v in engine_versions(options.urls).items()]
+    header += server_lines(modes, options)
     print("\n".join(header), flush=True)
     tables: list[str] = []
     recorded: dict[str, dict[str, object]] = {}
@@ -202,6 +297,9 @@ async def main(args: argparse.Namespace) -> int:
         scenario = SCENARIOS[name]
         for mode in modes:
             if mode not in scenario.modes:
+                progress(
+                    f"{name} does not run in {mode} mode (runs in: {', '.join(scenario.modes)}): skipped"
+                )
                 continue
             results, failures = await run_scenario(scenario, mode, options, args)
             text = figures_table(scenario, mode, results)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.machine import load_average
-from bench.server import EngineUrls, Mode, ParleyServer
+from bench.server import Deployment, EngineUrls, Mode, ParleyServer
 
 # Sends are not what these benchmarks limit: lift the per-user token bucket out of the way.
 UNLIMITED_RATE = {"PARLEY_RATE_LIMIT_PER_SECOND": "1000000", "PARLEY_RATE_LIMIT_BURST": "1000000"}
@@ -20,6 +20,7 @@ class Options:
     """Everything a run may be told on the command line (see ``python -m bench.run --help``)."""
 
     urls: EngineUrls = field(default_factory=EngineUrls)
+    deployment: Deployment = field(default_factory=Deployment)  # --url, cluster options
     compression: bool = False
     # send-deliver
     senders: int = 50
@@ -40,6 +41,12 @@ class Options:
     fanout_sockets: int = 1_000
     fanout_messages: int = 200
     idle_counts: tuple[int, ...] = (1_000, 10_000)
+    # history-1m (seeds once per mode, keeps the data for ``runs`` runs, then removes it)
+    runs: int = 3
+    bulk_messages: int = 1_000_000
+    bulk_channels: int = 100
+    bulk_history_requests: int = 300
+    bulk_searches: int = 100
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ is reported on its own. Every (message, listener) pair counts; the first second 
 
 The clients run in this process with the server on the same cores: their CPU is part of what
 the machine does, and the figures are for the pair, not the server alone.
+
+Any server of bench/deployments.py will do: the all-in-one (embedded or on the engines), the
+local cluster through nginx (server CPU is then the sum over its processes, each reported on its
+own too; hop ages are added up over every process's ``/metrics``), or a running deployment
+(``--url``: no CPU or hop figures unless ``--cluster-dir`` names a local cluster's state folder).
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from websockets.exceptions import ConnectionClosed
 
 from bench import hops, profile
 from bench.clients import api, create_room, open_sockets, send_frame, sign_up_many
-from bench.scenario import Figure, Options, Scenario, deadline_after, progress, running_server
-from bench.server import Mode, ParleyServer
-from bench.stats import percentile, summarize_ms
+from bench.cpu import engine_pids, is_python, tree_cpu_seconds
+from bench.deployments import running_target
+from bench.scenario import Figure, Options, Scenario, deadline_after, progress
+from bench.server import Mode, Server
+from bench.stats import fmt, percentile, summarize_ms
 
 MESSAGE_CREATED = '"type":"message.created"'
 ACK = '"type":"ack"'
@@ -156,20 +163,21 @@ FIGURES = [
     Figure("ack_p99_ms", "ack p99 ms"),
     Figure("missing", "missing deliveries"),
     Figure("server_cpu", "server CPU (cores)"),
+    Figure("engines_cpu", "engines CPU (cores)"),
     Figure("load1", "load avg"),
 ]
 
 
 async def run_once(options: Options, mode: Mode) -> dict[str, float]:
-    async with running_server(options, mode) as server:
+    async with running_target(options, mode) as server:
         senders, listeners, tasks = await _set_up(server, options)
         try:
             await _warm_up(senders, listeners)
-            result = await _saturate(server, senders, listeners, options)
+            result = await _saturate(server, senders, listeners, options, engines=mode != "embedded")
             rate = options.load_fraction * result["sends_per_s"]
-            before = await hops.scrape(server.url)
+            before = await hops.scrape_all(server.metrics_urls)
             result |= await _paced(senders, listeners, options, rate)
-            after = await hops.scrape(server.url)
+            after = await hops.scrape_all(server.metrics_urls)
             result |= _hop_figures(hops.median_ms(before, after)) | hops.write_batches(before, after)
             progress(
                 f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
@@ -184,7 +192,7 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
 
 
 async def _set_up(
-    server: ParleyServer, options: Options
+    server: Server, options: Options
 ) -> tuple[list[Sender], list[Listener], list[asyncio.Task[None]]]:
     """``rooms`` conversations; the senders are spread over them; each has ``listeners``."""
     rooms = max(1, options.rooms)
@@ -232,7 +240,12 @@ async def _acks_of(sender: Sender, timeout: float) -> list[Ack]:
 
 
 async def _saturate(
-    server: ParleyServer, senders: Sequence[Sender], listeners: Sequence[Listener], options: Options
+    server: Server,
+    senders: Sequence[Sender],
+    listeners: Sequence[Listener],
+    options: Options,
+    *,
+    engines: bool,
 ) -> dict[str, float]:
     progress(
         f"phase A: {len(senders)} senders × window {options.window}, "
@@ -243,17 +256,20 @@ async def _saturate(
     window = Window(deadline_after(options.warmup), deadline_after(options.warmup + options.duration))
     for s in senders:
         s.window = window
-    recorder = None
+    recorders = []
     if options.profile_dir is not None:
-        recorder = await profile.record_later(
-            server.pid, options.warmup, options.duration, options.profile_dir / f"send-deliver-{server.tag}"
-        )
-    cpu = CpuMeter(server, window)
+        # Every Python process of a cluster: which one is the busiest is what the profile is for.
+        for name, pid in server.processes().items():
+            if not is_python(pid):
+                continue
+            out = options.profile_dir / f"send-deliver-{server.tag}-{name}"
+            recorders.append(await profile.record_later(pid, options.warmup, options.duration, out))
+    cpu = CpuMeter(server, window, engines=engines)
     await asyncio.gather(cpu.watch(), *(_closed_loop(s, window.end_ns) for s in senders))
     acks = await _all_acks(senders)
     last_ack = max(a.acked_ns for a in acks)
     missing, drained_ns = await _await_deliveries(listeners, acks, DRAIN_TIMEOUT)
-    if recorder is not None:
+    for recorder in recorders:
         await profile.finish(recorder)
     in_window = [a for a in acks if a.acked_ns in window]
     deliveries = sum(1 for lis in listeners for t in lis.received.values() if t in window)
@@ -271,24 +287,53 @@ async def _saturate(
         f"phase A: {result['sends_per_s']:,.0f} sends/s, {result['listener_deliveries_per_s']:,.0f} "
         f"listener deliveries/s, {missing} missing, "
         f"delivery drain {result['sat_drain_s']:.2f} s after last ack; "
-        f"CPU cores busy: server {result['server_cpu']:.2f}, harness {result['harness_cpu']:.2f}"
+        f"CPU cores busy: server {fmt(result['server_cpu'])}, engines {fmt(result['engines_cpu'])}, "
+        f"harness {result['harness_cpu']:.2f}"
     )
+    if len(cpu.by_process) > 1 or cpu.by_engine:
+        progress(
+            "phase A: CPU cores by process: "
+            + ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.by_process.items())
+            + "; engines: "
+            + ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.by_engine.items())
+        )
     return result
 
 
+@dataclass
+class CpuSample:
+    """CPU seconds used so far: by each server process, each engine, this harness."""
+
+    processes: dict[str, float] = field(default_factory=dict)
+    engines: dict[str, float] = field(default_factory=dict)
+    harness: float = 0.0
+
+
+def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    return {name: (used - before.get(name, 0.0)) / seconds for name, used in after.items()}
+
+
 class CpuMeter:
-    """CPU used by the server and by this harness during a window, in cores (1.0 = one core
-    busy all the time): on a shared 2-core machine it says who had the CPU."""
+    """CPU used during a window, in cores (1.0 = one core busy all the time), by the server's
+    processes (each with its children: nginx's workers), the local engines and this harness:
+    on a shared 2-core machine it says who had the CPU."""
 
-    def __init__(self, server: ParleyServer, window: Window) -> None:
-        self._server = server
+    def __init__(self, server: Server, window: Window, *, engines: bool) -> None:
         self._window = window
-        self._start: tuple[float, float] = (0.0, 0.0)
-        self._end: tuple[float, float] = (0.0, 0.0)
+        self._processes = server.processes()
+        self._engines = engine_pids() if engines else {}
+        self._start = CpuSample()
+        self._end = CpuSample()
+        self.by_process: dict[str, float] = {}
+        self.by_engine: dict[str, float] = {}
 
-    def _sample(self) -> tuple[float, float]:
+    def _sample(self) -> CpuSample:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return self._server.cpu_seconds(), usage.ru_utime + usage.ru_stime
+        return CpuSample(
+            tree_cpu_seconds(self._processes),
+            tree_cpu_seconds(self._engines),
+            usage.ru_utime + usage.ru_stime,
+        )
 
     async def watch(self) -> None:
         await asyncio.sleep(max(0, self._window.start_ns - time.perf_counter_ns()) / 1e9)
@@ -298,9 +343,15 @@ class CpuMeter:
 
     def figures(self) -> dict[str, float]:
         seconds = self._window.seconds
+        self.by_process = _cores(self._start.processes, self._end.processes, seconds)
+        self.by_engine = _cores(self._start.engines, self._end.engines, seconds)
+        nan = float("nan")  # not measurable (a deployment the harness cannot see into)
         return {
-            "server_cpu": (self._end[0] - self._start[0]) / seconds,
-            "harness_cpu": (self._end[1] - self._start[1]) / seconds,
+            "server_cpu": sum(self.by_process.values()) if self.by_process else nan,
+            "engines_cpu": sum(self.by_engine.values()) if self.by_engine else nan,
+            "harness_cpu": (self._end.harness - self._start.harness) / seconds,
+            **{f"cpu_{name}": v for name, v in self.by_process.items()},
+            **{f"cpu_engine_{name}": v for name, v in self.by_engine.items()},
         }
 
 
@@ -416,4 +467,5 @@ SCENARIO = Scenario(
     summary="durable sends/s at saturation; send→deliver latency at a fraction of it (issue 2/3/5)",
     figures=FIGURES,
     run_once=run_once,
+    modes=("embedded", "engines", "cluster", "url"),
 )

@@ -21,9 +21,9 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,7 +31,38 @@ import pymysql  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient
 
 REPO = Path(__file__).resolve().parents[1]
-Mode = Literal["embedded", "engines"]
+# embedded / engines: one all-in-one process; cluster: the local cluster behind nginx
+# (bench/cluster.py); url: a deployment the harness did not start (``--url``).
+Mode = Literal["embedded", "engines", "cluster", "url"]
+
+
+class Server(Protocol):
+    """What a scenario may use of the Parley under test, whichever way it runs."""
+
+    tag: str  # unique per run: account names and topics are made from it
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """Base URLs whose ``/metrics`` together count everything the server does (one per
+        process in a cluster; none when unknown)."""
+        ...
+
+    def processes(self) -> dict[str, int]:
+        """The server's processes by name → pid (each with its children, e.g. nginx's
+        workers): what its CPU figure sums. Empty when the harness cannot see them."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def log_tail(self, chars: int = 3000) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,18 @@ class EngineUrls:
     kafka: str = "127.0.0.1:19092"
     redis: str = "redis://127.0.0.1:16379/0"
     elasticsearch: str = "http://127.0.0.1:19200"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How a run's server is made, beyond its mode: the command line's ``--url`` and cluster
+    options (see bench/cluster.py)."""
+
+    url: str | None = None  # a running deployment to drive instead of starting one
+    cluster_dir: Path | None = None  # with ``url``: a local cluster's state folder (pids, ports)
+    api_nodes: int = 2
+    realtime_nodes: int = 2
+    settings: dict[str, str] = field(default_factory=dict)  # extra PARLEY_* for started servers
 
 
 def free_port() -> int:
@@ -91,6 +134,7 @@ class ParleyServer:
         self._settings = settings or {}
         self._database: str | None = None
         self._env: dict[str, str] = {}
+        self._engine_env: dict[str, str] | None = None
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -105,6 +149,19 @@ class ParleyServer:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def parley_env(self) -> dict[str, str]:
+        """The ``PARLEY_*`` settings the server runs with (after ``start``): for a tool that opens
+        its store or search index in-process (``bench.bulk_seed.settings_from_env``)."""
+        return {k: v for k, v in self._env.items() if k.startswith("PARLEY_")}
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [self.url]
+
+    def processes(self) -> dict[str, int]:
+        return {self.module.rsplit(".", 1)[-1]: self.pid}
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.pid)
@@ -122,7 +179,10 @@ class ParleyServer:
             **self._settings,
         }
         if self.mode == "engines":
-            env.update(self._provision_engines())
+            # Started again after ``terminate``: the same database, topics and index.
+            if self._engine_env is None:
+                self._engine_env = self._provision_engines()
+            env.update(self._engine_env)
         self._env = env
         with self.log_path.open("ab") as log:
             # The harness raised its own RLIMIT_NOFILE; the child inherits it (idle-connections).
@@ -154,7 +214,8 @@ class ParleyServer:
                 await asyncio.sleep(0.1)
 
     async def terminate(self) -> None:
-        """SIGTERM (graceful drain), SIGKILL after 30 s. The data stays until ``stop``."""
+        """SIGTERM (graceful drain), SIGKILL after 30 s. The data stays until ``stop``; ``start``
+        again runs the server on it."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -210,10 +271,7 @@ class ParleyServer:
 
     def _provision_engines(self) -> dict[str, str]:
         self._database = f"parley_test_bench_{self.tag}"
-        with _mysql(self.urls.database) as cur:
-            cur.execute(
-                f"CREATE DATABASE `{self._database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
+        create_database(self.urls, self._database)
         return {
             "PARLEY_DATABASE_URL": f"{self.urls.database}/{self._database}?charset=utf8mb4",
             "PARLEY_KAFKA_BOOTSTRAP": self.urls.kafka,
@@ -225,22 +283,64 @@ class ParleyServer:
         }
 
     async def _remove_engine_data(self) -> None:
-        if self._database is not None:
-            with _mysql(self.urls.database) as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{self._database}`")
+        await remove_run_data(
+            self.urls, database=self._database, topics=[self._topic, f"{self._topic}.dlq"], index=self._index
+        )
+
+
+def create_database(urls: EngineUrls, name: str) -> None:
+    with _mysql(urls.database) as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+
+
+async def remove_run_data(
+    urls: EngineUrls,
+    *,
+    database: str | None,
+    topics: list[str],
+    index: str,
+    redis_prefix: str | None = None,
+) -> None:
+    """Remove what one run made on the engines: its database, Kafka topics, Elasticsearch index
+    and, given its key prefix, its Redis keys. Best effort past the database: a run that failed
+    half-way may not have made all of them. (A run's Kafka consumer groups stay listed, empty,
+    until the broker's offsets retention drops them: aiokafka has no call to delete a group.)"""
+    if database is not None:
+        with _mysql(urls.database) as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    with contextlib.suppress(Exception):
+        admin = AIOKafkaAdminClient(bootstrap_servers=urls.kafka)
+        await admin.start()
+        try:
+            await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+    async with httpx.AsyncClient(base_url=urls.elasticsearch, timeout=10) as http:
+        with contextlib.suppress(httpx.HTTPError):
+            found = await http.get(f"/{index}-v*", params={"expand_wildcards": "all"})
+            if found.status_code == 200 and found.json():
+                await http.delete("/" + ",".join(found.json()))
+            await http.delete(f"/_index_template/{index}")
+    if redis_prefix:
+        await _delete_redis_keys(urls.redis, redis_prefix)
+
+
+async def _delete_redis_keys(url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
         with contextlib.suppress(Exception):
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.urls.kafka)
-            await admin.start()
-            try:
-                await admin.delete_topics([self._topic, f"{self._topic}.dlq"])
-            finally:
-                await admin.close()
-        async with httpx.AsyncClient(base_url=self.urls.elasticsearch, timeout=10) as http:
-            with contextlib.suppress(httpx.HTTPError):
-                found = await http.get(f"/{self._index}-v*", params={"expand_wildcards": "all"})
-                if found.status_code == 200 and found.json():
-                    await http.delete("/" + ",".join(found.json()))
-                await http.delete(f"/_index_template/{self._index}")
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+    finally:
+        await client.aclose()
 
 
 @contextlib.contextmanager
