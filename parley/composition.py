@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Literal
 
@@ -51,6 +52,9 @@ class Parley:
         self.role = role
         self._started: list[Any] = []
         self._wakeup_pending = False
+        # A relay in this process (the all-in-one): woken directly after a commit, no pub/sub
+        # round trip; returns False when it is on standby and another process publishes.
+        self.local_relay: Callable[[], bool] | None = None
 
     # -- engines -------------------------------------------------------------------------
     @cached_property
@@ -179,6 +183,8 @@ class Parley:
 
     def outbox_written(self) -> None:
         """Wake the relay (wherever it runs) after a commit; coalesced, fire-and-forget."""
+        if self.local_relay is not None and self.local_relay():
+            return
         if self._wakeup_pending:
             return
         self._wakeup_pending = True

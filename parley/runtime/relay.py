@@ -63,6 +63,12 @@ class OutboxRelay:
     def wake(self) -> None:
         self._wake.set()
 
+    def wake_if_active(self) -> bool:
+        """Wake this relay if it is the active publisher; False when it is on standby."""
+        if self.active:
+            self._wake.set()
+        return self.active
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="outbox-relay"),

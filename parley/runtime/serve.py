@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
+import socket
 from collections.abc import Callable
 from types import FrameType
 
@@ -68,6 +70,13 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built so far (modules, classes, the app, pools) lives as long as the
+        # process: out of the collector's sight, a full collection walks only what came after
+        # — measured under load: full collections of 100-180 ms, each a stall of every socket.
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         before_exit = getattr(self._app.state, "before_exit", None)

@@ -51,6 +51,7 @@ def create_app(parley: Parley) -> FastAPI:
             runner.start()
         relay = build_relay(parley)
         relay.start()
+        parley.local_relay = relay.wake_if_active
         hub = await start_realtime(app, parley)
         app.state.runners = runners
         app.state.relay = relay
