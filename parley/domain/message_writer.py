@@ -83,14 +83,16 @@ class MessageWriter:
         self._ids = ids
         self._prepare = prepare
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
-        self._concurrency = concurrency
+        # One queue per writer, a conversation always on the same one: concurrent batches of
+        # one process never wait on each other's conversation locks (MySQL), and each
+        # conversation's sends keep their arrival order into the store.
+        self._queues: list[asyncio.Queue[PendingSend]] = [asyncio.Queue() for _ in range(concurrency)]
         self._workers: list[asyncio.Task[None]] = []
 
     def _ensure_started(self) -> None:
         if not self._workers:
             self._workers = [
-                asyncio.create_task(self._run(), name="message-writer") for _ in range(self._concurrency)
+                asyncio.create_task(self._run(queue), name="message-writer") for queue in self._queues
             ]
 
     async def submit(self, request: SendRequest) -> tuple[Message, bool]:
@@ -98,7 +100,7 @@ class MessageWriter:
         same (user, client_msg_id) was stored before: the original is returned."""
         self._ensure_started()
         pending = PendingSend(request)
-        await self._queue.put(pending)
+        await self._queue_of(pending).put(pending)
         return await pending.future
 
     async def close(self) -> None:
@@ -107,11 +109,14 @@ class MessageWriter:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
 
-    async def _run(self) -> None:
+    def _queue_of(self, pending: PendingSend) -> asyncio.Queue[PendingSend]:
+        return self._queues[pending.request.conversation_id % len(self._queues)]
+
+    async def _run(self, queue: asyncio.Queue[PendingSend]) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
             started = time.perf_counter()
             try:
                 outcomes = await self._write_batch(batch)
@@ -146,7 +151,7 @@ class MessageWriter:
             if outcome is None:
                 # The same retry twice in one batch: the second waits for the first's commit,
                 # then gets the original back (or the conflict) from the next batch's checks.
-                self._queue.put_nowait(pending)
+                self._queue_of(pending).put_nowait(pending)
             elif isinstance(outcome, DomainError):
                 self._fail(pending, outcome)
             elif not pending.future.done():
