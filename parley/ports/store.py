@@ -102,6 +102,10 @@ class StoreReader(Protocol):
 
     # messages
     async def get_message(self, message_id: int) -> Message | None: ...
+    async def get_messages(self, message_ids: Collection[int]) -> dict[int, Message]:
+        """The messages among ``message_ids`` that exist (deleted ones included), by id."""
+        ...
+
     async def find_by_client_msg_ids(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], Message]:

@@ -188,13 +188,16 @@ async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
 
 
 async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:
-    """The write batch's checks: conversations, memberships and retries, many at once."""
+    """The write batch's checks (conversations, memberships, retries) and search's hits, many at once."""
     user, conv = await _conversation(store)
     other, other_conv = await _conversation(store, "random")
+    first, second = _message(user, conv, 1, "a"), _message(other, other_conv, 1, "a")
     async with store.write() as tx:
-        await tx.insert_messages_txn([_message(user, conv, 1, "a"), _message(other, other_conv, 1, "a")])
+        await tx.insert_messages_txn([first, second])
     missing = ids.next_id()
     async with store.read() as reader:
+        messages = await reader.get_messages([first.id, second.id, missing])
+        assert await reader.get_messages([]) == {}
         conversations = await reader.get_conversations([conv.id, other_conv.id, missing])
         members = await reader.members_among(
             [(conv.id, user.id), (conv.id, other.id), (other_conv.id, other.id), (missing, user.id)]
@@ -207,6 +210,8 @@ async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:
     assert set(retries) == {(user.id, "a"), (other.id, "a")}
     assert retries[(user.id, "a")].conversation_id == conv.id
     assert retries[(other.id, "a")].conversation_id == other_conv.id
+    assert set(messages) == {first.id, second.id}
+    assert messages[second.id].conversation_id == other_conv.id
 
 
 async def test_channel_names_are_unique_per_workspace(store: Store) -> None:

@@ -524,6 +524,12 @@ class SqlSession:
         row = (await self._c.execute(select(t.messages).where(t.messages.c.id == message_id))).first()
         return (await self._with_reactions([row]))[0] if row else None
 
+    async def get_messages(self, message_ids: Collection[int]) -> dict[int, Message]:
+        if not message_ids:
+            return {}
+        rows = (await self._c.execute(select(t.messages).where(t.messages.c.id.in_(list(message_ids))))).all()
+        return {m.id: m for m in await self._with_reactions(rows)}
+
     async def find_by_client_msg_ids(
         self, keys: Collection[tuple[int, str]]
     ) -> dict[tuple[int, str], Message]:

@@ -72,9 +72,10 @@ async def search_messages(
     )
     matches: list[SearchMatch] = []
     async with deps.store.read() as reader:
-        for hit in result.hits:
-            message = await reader.get_message(hit.message_id)
-            # The index lags the store by a moment: skip what was deleted since.
-            if message is not None and not message.deleted and message.conversation_id in allowed:
-                matches.append(SearchMatch(message, render_highlight(hit.highlight)))
+        found = await reader.get_messages([hit.message_id for hit in result.hits])
+    for hit in result.hits:
+        message = found.get(hit.message_id)
+        # The index lags the store by a moment: skip what was deleted since.
+        if message is not None and not message.deleted and message.conversation_id in allowed:
+            matches.append(SearchMatch(message, render_highlight(hit.highlight)))
     return SearchPage(total=result.total, matches=matches)
