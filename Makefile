@@ -55,7 +55,9 @@ engines-down: ## stop the local engines
 engines-status:
 	bash deploy/local/engines.sh status
 
-bench: $(STAMP) ## run the benchmarks (prints figures; see docs/benchmarks.md)
+BENCH_ARGS ?= --mode all
+bench: $(STAMP) ## every benchmark, embedded + engines + local cluster (starts the engines); BENCH_ARGS="send-deliver --mode embedded" to narrow
+	bash deploy/local/engines.sh up
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean: ## remove the embedded data directory

@@ -61,8 +61,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
     conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
     # Nothing reads the handshake's headers again, and a node holds thousands of idle sockets:
-    # empty the list in place (Starlette's Headers view shares it).
-    websocket.scope["headers"].clear()
+    # empty the list in place (Starlette's Headers view shares it; other servers may hand a
+    # tuple, which is left alone).
+    if isinstance(websocket.scope["headers"], list):
+        websocket.scope["headers"].clear()
     conversations = await hub.register(conn, cursors)
     try:
         conn.send_hello(_hello(deps, conn.user, conversations))
