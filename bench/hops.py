@@ -76,24 +76,31 @@ def parse(text: str) -> Scrape:
 
 def median_ms(before: Scrape, after: Scrape) -> dict[str, float]:
     """Each hop's median event age (ms) over what was observed between the two scrapes."""
-    medians: dict[str, float] = {}
+    return quantile_ms(before, after, 0.5)
+
+
+def quantile_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
+    """Each hop's ``q`` quantile of event age (ms) between the two scrapes, interpolated within
+    the histogram bucket it falls in (the top bucket's lower bound if it is the open one)."""
+    quantiles: dict[str, float] = {}
     for hop, points in after.ages.items():
         earlier = dict(before.ages.get(hop, []))
         counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in points]
         total = counts[-1][1]
         if total <= 0:
             continue
+        rank = total * q
         lower_bound, lower_count = 0.0, 0.0
         for bound, count in counts:
-            if count >= total / 2:
+            if count >= rank:
                 if bound == float("inf"):
-                    medians[hop] = lower_bound * 1000
+                    quantiles[hop] = lower_bound * 1000
                 else:
-                    share = (total / 2 - lower_count) / max(count - lower_count, 1e-9)
-                    medians[hop] = (lower_bound + share * (bound - lower_bound)) * 1000
+                    share = (rank - lower_count) / max(count - lower_count, 1e-9)
+                    quantiles[hop] = (lower_bound + share * (bound - lower_bound)) * 1000
                 break
             lower_bound, lower_count = bound, count
-    return medians
+    return quantiles
 
 
 def write_batches(before: Scrape, after: Scrape) -> dict[str, float]:

@@ -184,7 +184,8 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             before = await hops.scrape_all(server.metrics_urls)
             result |= await _paced(senders, listeners, options, rate)
             after = await hops.scrape_all(server.metrics_urls)
-            result |= _hop_figures(hops.median_ms(before, after)) | hops.write_batches(before, after)
+            result |= _hop_figures(hops.median_ms(before, after), hops.quantile_ms(before, after, 0.99))
+            result |= hops.write_batches(before, after)
             progress(
                 f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
             )
@@ -418,13 +419,16 @@ async def _paced(
     return result
 
 
-def _hop_figures(medians: dict[str, float]) -> dict[str, float]:
-    """Phase B's median event age at each hop (see bench/hops.py): where the latency goes."""
+def _hop_figures(medians: dict[str, float], p99s: dict[str, float]) -> dict[str, float]:
+    """Phase B's event age at each hop (see bench/hops.py): where the latency goes."""
+    hops_in_order = [hop for hop, _ in sorted(medians.items(), key=lambda kv: kv[1])]
     progress(
-        "phase B: median event age at each hop (ms since commit): "
-        + ", ".join(f"{hop} {ms:.1f}" for hop, ms in sorted(medians.items(), key=lambda kv: kv[1]))
+        "phase B: event age at each hop, p50 / p99 ms since commit: "
+        + ", ".join(f"{hop} {medians[hop]:.1f} / {p99s.get(hop, float('nan')):.1f}" for hop in hops_in_order)
     )
-    return {f"age_{hop}_p50_ms": ms for hop, ms in medians.items()}
+    return {f"age_{hop}_p50_ms": ms for hop, ms in medians.items()} | {
+        f"age_{hop}_p99_ms": ms for hop, ms in p99s.items()
+    }
 
 
 async def _open_loop(sender: Sender, start_ns: int, interval_ns: int, count: int) -> None:
