@@ -10,11 +10,6 @@ Kafka adapter replaces its idempotent producer after a failure, see ``KafkaEvent
 Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual latency is one
 round trip, with a poll as the safety net.
 
-Marking published rows is off the publishing path: the next pass starts while the last one's
-rows are still being marked (they are skipped, by id, until their mark commits; a failed mark
-puts them back, to be published again). Marking waits for a write transaction — on SQLite for the
-send batch in progress — and waiting for it between passes was most of a busy relay's tail.
-
 Several relay processes may run: one holds the ``parley-outbox-relay`` lease (a MySQL named
 lock) and publishes; the others wait and take over within a second of its death. A single
 active publisher is what keeps each conversation's order — competing publishers (e.g. with
@@ -64,9 +59,6 @@ class OutboxRelay:
         self.active = False
         self._retention = retention
         self._next_prune = 0.0
-        # Published, not yet marked: skipped by the next passes until their mark commits.
-        self._marking: set[int] = set()
-        self._marks: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,8 +81,6 @@ class OutboxRelay:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Marks in flight finish (a mark lost here only means those rows are published again).
-        await asyncio.gather(*self._marks, return_exceptions=True)
 
     async def _listen_for_wakeups(self) -> None:
         while True:
@@ -173,9 +163,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """One pass: publish up to a batch of unpublished rows, then mark them published."""
-        limit = self._batch_size + len(self._marking)
-        rows = await self._store.query(lambda reader: reader.unpublished_events(limit))
-        rows = [r for r in rows if r.id not in self._marking][: self._batch_size]
+        rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size))
         metrics.RELAY_LAG.set(len(rows))
         if not rows:
             return 0
@@ -191,17 +179,6 @@ class OutboxRelay:
             ],
         )
         published = [r.id for r in rows]
-        self._marking.update(published)
-        mark = asyncio.create_task(self._mark_published(published))
-        self._marks.add(mark)
-        mark.add_done_callback(self._marks.discard)
+        await self._store.transact(lambda tx: tx.mark_published_txn(published))
         metrics.RELAYED.inc(len(rows))
         return len(rows)
-
-    async def _mark_published(self, outbox_ids: list[int]) -> None:
-        try:
-            await self._store.transact(lambda tx: tx.mark_published_txn(outbox_ids))
-        except Exception:
-            log.warning("marking %d outbox rows failed; they will be published again", len(outbox_ids))
-        finally:
-            self._marking.difference_update(outbox_ids)
