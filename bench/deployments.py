@@ -74,7 +74,7 @@ def _ws_url(url: str) -> str:
     return url.replace("http", "ws", 1) + "/ws"
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -93,12 +93,34 @@ def free_port_base(api_nodes: int, realtime_nodes: int) -> int:
         *WORKER_OFFSETS,
     ]
     for base in PORT_BASES:
-        if all(_port_free(base + o) for o in offsets):
+        if all(port_free(base + o) for o in offsets):
             return base
     raise RuntimeError("no free port range for a bench cluster")
 
 
-class ClusterServer:
+class _ClusterTarget:
+    """What a cluster target answers from its manifest: URLs, pids, metrics ports."""
+
+    _url: str
+    _processes: list[ClusterProcess]
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def ws_url(self) -> str:
+        return _ws_url(self._url)
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return _metrics_urls(self._processes)
+
+    def processes(self) -> dict[str, int]:
+        return _pids(self._processes)
+
+
+class ClusterServer(_ClusterTarget):
     """The local cluster (nginx, api ×N, realtime ×N, relay, fanout, indexer, cache, slack)
     on the real engines, with this run's own data; reached through nginx only."""
 
@@ -126,21 +148,6 @@ class ClusterServer:
         self._settings = settings or {}
         self._url = f"http://127.0.0.1:{self.gateway_port}"
         self._processes: list[ClusterProcess] = []
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    @property
-    def ws_url(self) -> str:
-        return _ws_url(self._url)
-
-    @property
-    def metrics_urls(self) -> list[str]:
-        return _metrics_urls(self._processes)
-
-    def processes(self) -> dict[str, int]:
-        return _pids(self._processes)
 
     def _launcher(self, command: str) -> list[str]:
         return [
@@ -245,7 +252,7 @@ class ClusterServer:
         return "\n".join(parts)
 
 
-class RemoteServer:
+class RemoteServer(_ClusterTarget):
     """A deployment the harness did not start (compose, a ``make cluster``): nothing to start
     or stop, nothing removed. With the state folder of a local cluster (``--cluster-dir``), its
     processes' pids and metrics ports are read from ``cluster.json``; otherwise CPU and hop
@@ -257,21 +264,6 @@ class RemoteServer:
         self._processes: list[ClusterProcess] = []
         if cluster_dir is not None:
             _, self._processes = read_manifest(cluster_dir)
-
-    @property
-    def url(self) -> str:
-        return self._url
-
-    @property
-    def ws_url(self) -> str:
-        return _ws_url(self._url)
-
-    @property
-    def metrics_urls(self) -> list[str]:
-        return _metrics_urls(self._processes)
-
-    def processes(self) -> dict[str, int]:
-        return _pids(self._processes)
 
     async def start(self) -> None:
         return None

@@ -32,6 +32,7 @@ import httpx
 import pymysql
 import pytest
 
+from bench.deployments import port_free
 from parley.composition import Parley
 from parley.settings import Settings
 from tests.engines import engine_url, engines_required
@@ -112,20 +113,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_port_base() -> int:
     """A base whose +101/102, +201/202, +301..304, +401/402 ports are all free."""
     offsets = (101, 102, 201, 202, 301, 302, 303, 304, 401, 402)
     for base in range(21000, 60000, 1000):
-        if all(_port_free(base + o) for o in offsets):
+        if all(port_free(base + o) for o in offsets):
             return base
     raise RuntimeError("no free port range for the e2e cluster")
 
