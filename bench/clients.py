@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+
+from bench.wire import Closed, WireSocket, connect
 
 T = TypeVar("T")
 PASSWORD = "bench-password-123"
@@ -113,21 +114,14 @@ async def create_room(http: httpx.AsyncClient, accounts: Sequence[Account], name
     return Room(workspace["id"], channel["id"], owner, list(accounts))
 
 
-async def open_socket(ws_url: str, account: Account, *, compression: bool) -> ClientConnection:
+async def open_socket(ws_url: str, account: Account, *, compression: bool) -> WireSocket:
     """An authenticated socket, after its ``hello`` frame (the server follows the account's
     conversations before saying hello, so events sent after this reach the socket)."""
-    ws = await connect(
-        f"{ws_url}?token={account.token}",
-        max_size=None,
-        max_queue=None,  # the reader task drains frames as they come; never stall the server
-        compression="deflate" if compression else None,
-        open_timeout=30,
-        ping_interval=None,
-    )
+    ws = await connect(f"{ws_url}?token={account.token}", compression=compression, timeout=30)
     # The protocol says hello comes first, but an event published while the server registers
     # the socket can overtake it (seen with Redis pub/sub): skip such frames, and count them.
     for _ in range(1000):
-        frame = orjson.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        frame = orjson.loads(await ws.recv(timeout=30))
         if frame.get("type") == "hello":
             return ws
         frames_before_hello[str(frame.get("type"))] += 1
@@ -136,7 +130,7 @@ async def open_socket(ws_url: str, account: Account, *, compression: bool) -> Cl
 
 async def open_sockets(
     ws_url: str, accounts: Sequence[Account], *, compression: bool, concurrency: int = 32
-) -> list[ClientConnection]:
+) -> list[WireSocket]:
     return await bounded(
         [partial(open_socket, ws_url, a, compression=compression) for a in accounts], concurrency
     )
@@ -155,7 +149,7 @@ def send_frame(conversation_id: str, frame_id: int, text: str, client_msg_id: st
 
 
 async def send_many(
-    sockets: Sequence[ClientConnection],
+    sockets: Sequence[WireSocket],
     conversation_id: str,
     texts: Sequence[str],
     *,
@@ -171,26 +165,25 @@ async def send_many(
     work = iter(enumerate(texts))
     last_ack = 0
 
-    async def pump(ws: ClientConnection) -> None:
+    async def pump(ws: WireSocket) -> None:
         nonlocal last_ack
         in_flight: dict[int, asyncio.Future[None]] = {}
         slots = asyncio.Semaphore(window)
 
-        async def read() -> None:
+        def on_text(raw: str, now: int) -> None:
             nonlocal last_ack
-            async for raw in ws:
-                if isinstance(raw, str) and ('"type":"ack"' in raw[:16] or '"type":"error"' in raw[:16]):
-                    frame = orjson.loads(raw)
-                    future = in_flight.pop(frame.get("id"), None)
-                    if future is None:
-                        continue
-                    if frame["type"] == "error":
-                        future.set_exception(RuntimeError(f"send refused: {frame}"))
-                    else:
-                        future.set_result(None)
-                        last_ack = max(last_ack, time.perf_counter_ns())
+            if '"type":"ack"' in raw[:16] or '"type":"error"' in raw[:16]:
+                frame = orjson.loads(raw)
+                future = in_flight.pop(frame.get("id"), None)
+                if future is None:
+                    return
+                if frame["type"] == "error":
+                    future.set_exception(RuntimeError(f"send refused: {frame}"))
+                else:
+                    future.set_result(None)
+                    last_ack = max(last_ack, now)
 
-        reader = asyncio.create_task(read())
+        ws.set_handler(on_text)
         try:
             waiting: list[asyncio.Future[None]] = []
             for n, text in work:
@@ -203,16 +196,16 @@ async def send_many(
                 if sent_at is not None:
                     sent_at[client_msg_id] = time.perf_counter_ns()
                 await ws.send(send_frame(conversation_id, n, text, client_msg_id))
-            # A reader that died (socket closed) fails the call instead of leaving it waiting.
+            # A socket that closed fails the call instead of leaving it waiting.
             everything: asyncio.Future[list[None]] = asyncio.gather(*waiting)
-            watched: set[asyncio.Future[Any]] = {everything, reader}
+            watched: set[asyncio.Future[Any]] = {everything, ws.closed}
             done, _ = await asyncio.wait(watched, timeout=120, return_when=asyncio.FIRST_COMPLETED)
             if everything not in done:
                 everything.cancel()
-                raise RuntimeError(f"{len(in_flight)} sends unanswered (reader done: {reader.done()})")
+                raise RuntimeError(f"{len(in_flight)} sends unanswered (socket closed: {ws.closed.done()})")
             everything.result()
-        finally:
-            reader.cancel()
+        except Closed as exc:
+            raise RuntimeError(f"socket closed while sending: {exc}") from exc
 
     await asyncio.gather(*(pump(ws) for ws in sockets))
     return last_ack

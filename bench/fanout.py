@@ -21,21 +21,19 @@ Separate workspaces keep the presence burst at (N/100)²/2 per account instead o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import orjson
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from bench import profile
 from bench.clients import Account, api, bounded, create_room, open_socket, send_many, sign_up_many
 from bench.scenario import Figure, Options, Scenario, progress, running_server
 from bench.server import Mode, ParleyServer
 from bench.stats import summarize_ms
+from bench.wire import WireSocket
 
 MESSAGE_CREATED = '"type":"message.created"'
 QUIET_SECONDS = 1.0
@@ -50,23 +48,23 @@ class Counter:
     """A socket that counts what it receives (and, given an ``arrivals`` list, notes when each
     message arrives)."""
 
-    ws: ClientConnection
+    ws: WireSocket
     frames: int = 0
     deliveries: int = 0
     last_ns: int = 0
     arrivals: list[tuple[str, int]] | None = None
 
-    async def read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for raw in self.ws:
-                self.frames += 1
-                if isinstance(raw, str) and MESSAGE_CREATED in raw[:48]:
-                    now = time.perf_counter_ns()
-                    self.deliveries += 1
-                    self.last_ns = now
-                    if self.arrivals is not None:
-                        cmid = orjson.loads(raw)["data"]["message"]["client_msg_id"] or ""
-                        self.arrivals.append((cmid, now))
+    def __post_init__(self) -> None:
+        self.ws.set_handler(self.on_text)
+
+    def on_text(self, raw: str, now: int) -> None:
+        self.frames += 1
+        if MESSAGE_CREATED in raw[:48]:
+            self.deliveries += 1
+            self.last_ns = now
+            if self.arrivals is not None:
+                cmid = orjson.loads(raw)["data"]["message"]["client_msg_id"] or ""
+                self.arrivals.append((cmid, now))
 
 
 async def wait_quiet(counters: Sequence[Counter]) -> None:
@@ -93,7 +91,7 @@ async def _open_counters(
 
 
 async def _burst(
-    sender: ClientConnection, conversation_id: str, counters: Sequence[Counter], messages: int
+    sender: WireSocket, conversation_id: str, counters: Sequence[Counter], messages: int
 ) -> dict[str, float]:
     """Send ``messages``, wait for every delivery; deliveries/s and send→deliver latency."""
     for c in counters:
@@ -132,7 +130,6 @@ async def _fanout_against(server: ParleyServer, options: Options, baseline: bool
     progress(f"opening {per_account * FANOUT_ACCOUNTS:,} sockets ({'bare loop' if baseline else 'Parley'})")
     counters = await _open_counters(server, accounts, per_account, options.compression)
     sender = await open_socket(server.ws_url, sender_account, compression=options.compression)
-    tasks = [asyncio.create_task(c.read()) for c in counters]
     try:
         await wait_quiet(counters)
         await _burst(sender, conversation_id, counters, 10)  # warm-up
@@ -154,8 +151,6 @@ async def _fanout_against(server: ParleyServer, options: Options, baseline: bool
         return result
     finally:
         await asyncio.gather(sender.close(), *(c.ws.close() for c in counters), return_exceptions=True)
-        for task in tasks:
-            task.cancel()
 
 
 FANOUT_FIGURES = [
@@ -224,7 +219,6 @@ async def run_idle(options: Options, mode: Mode) -> dict[str, float]:
         base = server.rss_bytes()
         result = {"rss_base_mib": base / 2**20}
         counters: list[Counter] = []
-        tasks: list[asyncio.Task[None]] = []
         opening = 0.0
         try:
             for count in counts:
@@ -234,7 +228,6 @@ async def run_idle(options: Options, mode: Mode) -> dict[str, float]:
                 new = await _open_counters(server, accounts, per_account, options.compression)
                 opening += time.monotonic() - started
                 counters += new
-                tasks += [asyncio.create_task(c.read()) for c in new]
                 await wait_quiet(counters)
                 await asyncio.sleep(3)
                 rss = server.rss_bytes()
@@ -247,8 +240,6 @@ async def run_idle(options: Options, mode: Mode) -> dict[str, float]:
             return result
         finally:
             await bounded([c.ws.close for c in counters], 256)
-            for task in tasks:
-                task.cancel()
 
 
 FANOUT_SCENARIO = Scenario(

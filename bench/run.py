@@ -87,6 +87,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before phase A")
     g.add_argument("--duration", type=float, default=10.0, help="measured seconds of each phase")
     g.add_argument("--load-fraction", type=float, default=0.5, help="phase B rate / saturation rate")
+    g.add_argument(
+        "--paced-rate",
+        type=float,
+        default=None,
+        metavar="SENDS_PER_S",
+        help="phase B at this fixed rate instead (e.g. 750: half of issue 2's 1,500 sends/s)",
+    )
     g.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server during phase A into DIR")
     g = p.add_argument_group("history / indexer")
     g.add_argument("--history-messages", type=int, default=10_000)
@@ -165,6 +172,7 @@ def options_from(args: argparse.Namespace) -> Options:
         warmup=args.warmup,
         duration=args.duration,
         load_fraction=args.load_fraction,
+        paced_rate=args.paced_rate,
         profile_dir=args.profile,
         history_messages=args.history_messages,
         history_requests=args.history_requests,

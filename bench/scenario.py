@@ -30,6 +30,7 @@ class Options:
     warmup: float = 2.0
     duration: float = 10.0
     load_fraction: float = 0.5
+    paced_rate: float | None = None  # phase B's fixed rate, if not load_fraction × saturation
     profile_dir: Path | None = None
     # history
     history_messages: int = 10_000

@@ -11,8 +11,8 @@ ack frees a slot) for ``warmup + duration`` seconds. The figure is acks per seco
 Afterwards the harness waits until every acked message reached every listener of its room and counts the
 misses (must be 0) and the deliveries per second seen in the same window.
 
-Phase B (latency): open-loop pacing at ``load_fraction`` × the saturation rate just measured,
-spread evenly over the senders (each sender on its own schedule, offset from the others). A
+Phase B (latency): open-loop pacing at ``load_fraction`` × the saturation rate just measured (or
+at a fixed ``paced_rate``), spread evenly over the senders (each on its own schedule, offset). A
 message carries its *scheduled* send time in its ``client_msg_id``; each listener notes when
 it arrives. Latencies are measured from the scheduled time, so a harness that falls behind its
 schedule shows up in the figures instead of hiding (no coordinated omission); the schedule lag
@@ -30,7 +30,6 @@ own too; hop ages are added up over every process's ``/metrics``), or a running 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import itertools
 import resource
@@ -39,8 +38,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from bench import hops, profile
 from bench.clients import api, create_room, open_sockets, send_frame, sign_up_many
@@ -49,6 +46,7 @@ from bench.deployments import running_target
 from bench.scenario import Figure, Options, Scenario, deadline_after, progress
 from bench.server import Mode, Server
 from bench.stats import fmt, percentile, summarize_ms
+from bench.wire import WireSocket
 
 MESSAGE_CREATED = '"type":"message.created"'
 ACK = '"type":"ack"'
@@ -76,23 +74,20 @@ class Window:
 class Listener:
     """A member that only listens: notes when each bench message arrives, and its order."""
 
-    ws: ClientConnection
+    ws: WireSocket
     conversation_id: str
     received: dict[str, int] = field(default_factory=dict)  # client_msg_id → arrival (ns)
     last_seq: int = 0
     out_of_order: int = 0  # a seq not above the previous one: a duplicate or a reordering
 
-    async def read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for raw in self.ws:
-                now = time.perf_counter_ns()
-                if isinstance(raw, str) and MESSAGE_CREATED in raw[:48]:
-                    message = orjson.loads(raw)["data"]["message"]
-                    if message["seq"] <= self.last_seq:
-                        self.out_of_order += 1
-                    self.last_seq = max(self.last_seq, message["seq"])
-                    if message.get("client_msg_id"):
-                        self.received.setdefault(message["client_msg_id"], now)
+    def on_text(self, raw: str, now: int) -> None:
+        if MESSAGE_CREATED in raw[:48]:
+            message = orjson.loads(raw)["data"]["message"]
+            if message["seq"] <= self.last_seq:
+                self.out_of_order += 1
+            self.last_seq = max(self.last_seq, message["seq"])
+            if message.get("client_msg_id"):
+                self.received.setdefault(message["client_msg_id"], now)
 
 
 @dataclass
@@ -108,7 +103,7 @@ class Sender:
     """A member that sends and, like any client, also receives the conversation's events."""
 
     index: int
-    ws: ClientConnection
+    ws: WireSocket
     conversation_id: str
     slots: asyncio.Semaphore
     pending: dict[int, tuple[str, int]] = field(default_factory=dict)  # frame id → (cmid, sent)
@@ -126,18 +121,13 @@ class Sender:
         text = f"bench message {n} from sender {self.index}"
         await self.ws.send(send_frame(self.conversation_id, frame_id, text, client_msg_id))
 
-    async def read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for raw in self.ws:
-                now = time.perf_counter_ns()
-                if not isinstance(raw, str):
-                    continue
-                head = raw[:48]
-                if MESSAGE_CREATED in head:
-                    if now in self.window:
-                        self.echoes_in_window += 1
-                elif ACK in head or ERROR in head:
-                    self._answered(orjson.loads(raw), now)
+    def on_text(self, raw: str, now: int) -> None:
+        head = raw[:48]
+        if MESSAGE_CREATED in head:
+            if now in self.window:
+                self.echoes_in_window += 1
+        elif ACK in head or ERROR in head:
+            self._answered(orjson.loads(raw), now)
 
     def _answered(self, frame: dict[str, object], now: int) -> None:
         frame_id = frame.get("id")
@@ -171,7 +161,7 @@ FIGURES = [
 
 async def run_once(options: Options, mode: Mode) -> dict[str, float]:
     async with running_target(options, mode) as server:
-        senders, listeners, tasks = await _set_up(server, options)
+        senders, listeners = await _set_up(server, options)
         try:
             # The harness's own full collections (it keeps every ack and arrival) would stall
             # its readers for 100+ ms and show up as delivery latency: none while measuring.
@@ -180,7 +170,7 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             gc.disable()
             await _warm_up(senders, listeners)
             result = await _saturate(server, senders, listeners, options, engines=mode != "embedded")
-            rate = options.load_fraction * result["sends_per_s"]
+            rate = options.paced_rate or options.load_fraction * result["sends_per_s"]
             before = await hops.scrape_all(server.metrics_urls)
             result |= await _paced(senders, listeners, options, rate)
             after = await hops.scrape_all(server.metrics_urls)
@@ -196,13 +186,9 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             gc.enable()
             gc.unfreeze()
             await asyncio.gather(*(s.ws.close() for s in senders), *(lis.ws.close() for lis in listeners))
-            for task in tasks:
-                task.cancel()
 
 
-async def _set_up(
-    server: Server, options: Options
-) -> tuple[list[Sender], list[Listener], list[asyncio.Task[None]]]:
+async def _set_up(server: Server, options: Options) -> tuple[list[Sender], list[Listener]]:
     """``rooms`` conversations; the senders are spread over them; each has ``listeners``."""
     rooms = max(1, options.rooms)
     total = options.senders + options.listeners * rooms
@@ -221,10 +207,11 @@ async def _set_up(
         for i, ws in enumerate(sockets[: options.senders])
     ]
     listeners = [Listener(ws, conversation_ids[i % rooms]) for i, ws in enumerate(sockets[options.senders :])]
-    tasks = [asyncio.create_task(s.read()) for s in senders] + [
-        asyncio.create_task(lis.read()) for lis in listeners
-    ]
-    return senders, listeners, tasks
+    for sender in senders:
+        sender.ws.set_handler(sender.on_text)
+    for listener in listeners:
+        listener.ws.set_handler(listener.on_text)
+    return senders, listeners
 
 
 async def _warm_up(senders: Sequence[Sender], listeners: Sequence[Listener]) -> None:
