@@ -11,7 +11,9 @@ Guarantees every adapter gives:
   embedded store does: one hand-off to its database thread per transaction, not one per
   statement — what the send path's group commit spends its time on); ``query(work)`` is the
   same for a block of reads;
-- ``read()`` and ``query()`` see committed data only.
+- ``read()`` and ``query()`` see committed data only;
+- ``commit_feed()``, where offered, announces every committed outbox row once, in commit order
+  (see ``CommitFeed``).
 Methods ending in ``_txn`` must be called inside ``write()`` or ``transact()``.
 """
 
@@ -58,6 +60,45 @@ class OutboxRow:
     conversation_id: int
     payload: bytes
     request_id: str | None = None
+
+
+class CommitFeed:
+    """The outbox rows of a store's commits as they happen, in commit order.
+
+    Offered only by a store whose every write goes through this process in one order (the
+    embedded SQLite store); then the relay living in the same process can publish what was
+    just committed without reading it back from the outbox table. A store written by several
+    processes (MySQL) offers none: its table is the only complete record. Nothing is kept when
+    nobody follows the feed for long: past ``MAX_ROWS`` it drops what it holds and says so
+    (``take`` returns ``overflowed``), and the follower reads the table instead.
+    """
+
+    MAX_ROWS = 100_000
+
+    def __init__(self) -> None:
+        self._rows: list[OutboxRow] = []
+        self._overflowed = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def announce(self, rows: Sequence[OutboxRow]) -> None:
+        """Called by the store after a commit, before the next write can commit."""
+        if not rows:
+            return
+        if not self._overflowed:
+            self._rows.extend(rows)
+            if len(self._rows) > self.MAX_ROWS:
+                self._rows, self._overflowed = [], True
+        for listener in self._listeners:
+            listener()
+
+    def take(self) -> tuple[list[OutboxRow], bool]:
+        """The rows announced since the last take, and whether some were dropped meanwhile."""
+        rows, self._rows = self._rows, []
+        overflowed, self._overflowed = self._overflowed, False
+        return rows, overflowed
+
+    def on_announce(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
 
 
 class Lease(Protocol):
@@ -197,6 +238,11 @@ class Store(Protocol):
         """Run ``work`` in one write transaction: committed (durably) when it returns, rolled
         back if it raises. ``work`` may await only the writer it is given — no sleeps, locks
         or other I/O — because it may run on the store's own thread."""
+        ...
+
+    def commit_feed(self) -> CommitFeed | None:
+        """This store's ``CommitFeed``, or ``None`` when other processes write to it too. The
+        feed announces commits from the first call on."""
         ...
 
     async def try_lease(self, name: str) -> Lease | None:

@@ -10,6 +10,15 @@ Kafka adapter replaces its idempotent producer after a failure, see ``KafkaEvent
 Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual latency is one
 round trip, with a poll as the safety net.
 
+Following the commit feed (the all-in-one): when the relay shares its process with every writer
+of the store (embedded SQLite), the store announces each commit's outbox rows in commit order
+(``CommitFeed``) and the relay publishes them from there, without reading them back from the
+table, and marks them published in the background, in publish order. It reads the table
+instead at start (rows left by a previous run), after any failed publish (the rows are still
+unmarked there), when the feed overflowed, and when an unpublished row stays at the head of the
+table across two checks (a safety net). Marks follow publish order, so after a crash the
+unmarked rows are a suffix of what was published, republished in order.
+
 Several relay processes may run: one holds the ``parley-outbox-relay`` lease (a MySQL named
 lock) and publishes; the others wait and take over within a second of its death. A single
 active publisher is what keeps each conversation's order — competing publishers (e.g. with
@@ -25,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 from parley.ports.eventlog import EventLog, OutgoingRecord
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
-from parley.ports.store import Lease, Store
+from parley.ports.store import CommitFeed, Lease, OutboxRow, Store
 from parley.runtime import metrics
 from parley.tracing import REQUEST_ID_HEADER
 
@@ -33,6 +42,9 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "parley-outbox-relay"
 LEASE_CHECK_INTERVAL = 2.0
 PRUNE_INTERVAL = 600.0
+# Marks of rows published from the commit feed are gathered for this long into one transaction:
+# they do not delay delivery, but each one takes a turn of the store's single writer.
+MARK_INTERVAL = 0.1
 
 
 class OutboxRelay:
@@ -46,6 +58,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 0.2,
         retention: timedelta = timedelta(hours=72),
+        feed: CommitFeed | None = None,
     ) -> None:
         self._store = store
         self._log = event_log
@@ -59,6 +72,17 @@ class OutboxRelay:
         self.active = False
         self._retention = retention
         self._next_prune = 0.0
+        self._feed = feed
+        self._following_feed = False
+        # Ids the last table pass published: their commits may be announced on the feed too.
+        self._from_table: set[int] = set()
+        # Published from the feed, not yet marked: one list per publish, in publish order.
+        self._unmarked: list[list[int]] = []
+        self._marks_due = asyncio.Event()
+        self._marking = asyncio.Lock()
+        self._stale_suspect: int | None = None
+        if feed is not None:
+            feed.on_announce(self._wake.set)
 
     def wake(self) -> None:
         self._wake.set()
@@ -74,6 +98,8 @@ class OutboxRelay:
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen_for_wakeups(), name="outbox-relay-wakeups"),
         ]
+        if self._feed is not None:
+            self._tasks.append(asyncio.create_task(self._mark_in_background(), name="outbox-relay-marks"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -81,6 +107,8 @@ class OutboxRelay:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush_marks()  # what is left unmarked is republished after a restart
 
     async def _listen_for_wakeups(self) -> None:
         while True:
@@ -121,6 +149,7 @@ class OutboxRelay:
     async def _publish_while_held(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + LEASE_CHECK_INTERVAL
+        self._following_feed = False  # a new holder reads the table first
         while not self._stopping:
             if loop.time() >= next_check:
                 if not await lease.held():
@@ -128,6 +157,7 @@ class OutboxRelay:
                     return
                 next_check = loop.time() + LEASE_CHECK_INTERVAL
                 await self._prune_if_due(loop.time())
+                await self._check_feed_is_complete()
             try:
                 published = await self.publish_pending()
             except asyncio.CancelledError:
@@ -162,11 +192,50 @@ class OutboxRelay:
             log.warning("outbox pruning failed; will retry", exc_info=True)
 
     async def publish_pending(self) -> int:
-        """One pass: publish up to a batch of unpublished rows, then mark them published."""
+        """One pass: from the commit feed when following it, else from the outbox table."""
+        if self._following_feed:
+            return await self._publish_from_feed()
+        return await self._publish_from_table()
+
+    async def _publish_from_table(self) -> int:
+        """Publish up to a batch of unpublished rows, then mark them published."""
+        await self._flush_marks()  # so the table does not show rows already published
+        if self._feed is not None:
+            self._feed.take()  # committed before the read below, so the read sees them
         rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size))
         metrics.RELAY_LAG.set(len(rows))
+        if rows:
+            await self._publish(rows)
+            await self._mark([r.id for r in rows])
+        if self._feed is not None and len(rows) < self._batch_size:
+            # Caught up. Rows committed between the take and the read are in both; the next
+            # take skips them.
+            self._from_table = {r.id for r in rows}
+            self._following_feed = True
+        return len(rows)
+
+    async def _publish_from_feed(self) -> int:
+        assert self._feed is not None
+        rows, overflowed = self._feed.take()
+        if overflowed:
+            log.warning("commit feed overflowed; reading the outbox table")
+            self._following_feed = False
+            return await self._publish_from_table()
+        if self._from_table:
+            rows = [r for r in rows if r.id not in self._from_table]
+            self._from_table = set()
         if not rows:
             return 0
+        try:
+            await self._publish(rows)
+        except BaseException:
+            self._following_feed = False  # the rows are still unmarked in the table
+            raise
+        self._unmarked.append([r.id for r in rows])
+        self._marks_due.set()
+        return len(rows)
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
         await self._log.publish(
             self._topic,
             [
@@ -178,7 +247,44 @@ class OutboxRelay:
                 for r in rows
             ],
         )
-        published = [r.id for r in rows]
-        await self._store.transact(lambda tx: tx.mark_published_txn(published))
         metrics.RELAYED.inc(len(rows))
-        return len(rows)
+
+    # -- marks, when following the feed ---------------------------------------------------------
+    async def _mark_in_background(self) -> None:
+        while True:
+            await self._marks_due.wait()
+            self._marks_due.clear()
+            try:
+                await self._flush_marks()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("marking published outbox rows failed; retrying", exc_info=True)
+                self._marks_due.set()
+            await asyncio.sleep(MARK_INTERVAL)
+
+    async def _flush_marks(self) -> None:
+        """Mark what was published from the feed, all of it in one transaction, oldest first."""
+        async with self._marking:
+            while self._unmarked:
+                count = len(self._unmarked)
+                await self._mark([i for published in self._unmarked[:count] for i in published])
+                del self._unmarked[:count]
+
+    async def _mark(self, ids: list[int]) -> None:
+        await self._store.transact(lambda tx: tx.mark_published_txn(ids))
+
+    async def _check_feed_is_complete(self) -> None:
+        """Safety net: an unpublished row at the head of the table on two checks in a row (and
+        not waiting for its mark) means the feed missed it; read the table."""
+        if not self._following_feed:
+            self._stale_suspect = None
+            return
+        rows = await self._store.query(lambda reader: reader.unpublished_events(1))
+        head = rows[0].id if rows else None
+        pending = {i for published in self._unmarked for i in published}
+        if head is not None and head == self._stale_suspect and head not in pending:
+            log.warning("outbox row %s was not announced on the commit feed; reading the table", head)
+            self._following_feed = False
+            head = None
+        self._stale_suspect = head

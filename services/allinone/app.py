@@ -49,7 +49,8 @@ def create_app(parley: Parley) -> FastAPI:
         runners = [parley.consumer_runner(c) for c in consumers]
         for runner in runners:
             runner.start()
-        relay = build_relay(parley)
+        # Every writer of the store lives in this process: the relay follows its commits.
+        relay = build_relay(parley, follow_commits=True)
         relay.start()
         parley.local_relay = relay.wake_if_active
         hub = await start_realtime(app, parley)

@@ -18,7 +18,9 @@ from parley.runtime.http import health_router
 from parley.runtime.relay import OutboxRelay
 
 
-def build_relay(parley: Parley) -> OutboxRelay:
+def build_relay(parley: Parley, *, follow_commits: bool = False) -> OutboxRelay:
+    """``follow_commits``: the relay shares its process with every writer of the store (the
+    all-in-one), so it may publish from the store's commit feed (see ``OutboxRelay``)."""
     s = parley.settings
     return OutboxRelay(
         parley.store,
@@ -28,6 +30,7 @@ def build_relay(parley: Parley) -> OutboxRelay:
         batch_size=s.relay_batch_size,
         poll_interval=s.relay_poll_interval,
         retention=timedelta(hours=s.outbox_retention_hours),
+        feed=parley.store.commit_feed() if follow_commits else None,
     )
 
 

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
+from parley.adapters.store.sql import SqlStore
 from parley.composition import Parley
 from parley.domain.errors import Conflict
 from parley.domain.events import Event, EventType
@@ -306,3 +308,33 @@ async def test_embedded_transact_refuses_a_block_that_awaits_anything_else(tmp_p
             assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
     finally:
         await parley.close()
+
+
+async def test_a_commit_feed_announces_each_committed_outbox_row_once_in_commit_order(store: Store) -> None:
+    feed = store.commit_feed()
+    if feed is None:
+        # Only a store written by this process alone may offer one (SQLite); MySQL is shared.
+        assert not isinstance(store, SqlStore) or not store.is_sqlite
+        return
+    _, conv = await _conversation(store)
+    async with store.write() as tx:  # write() ...
+        await tx.bump_seq_txn(conv.id, 2)
+        await tx.append_events_txn([_event(conv, 1), _event(conv, 2)])
+    with pytest.raises(RuntimeError):
+        async with store.write() as tx:  # ... a rollback announces nothing ...
+            await tx.bump_seq_txn(conv.id)
+            await tx.append_events_txn([_event(conv, 3)])
+            raise RuntimeError("abort")
+
+    async def third(tx: StoreWriter) -> None:  # ... and transact()
+        await tx.bump_seq_txn(conv.id)
+        await tx.append_events_txn([_event(conv, 3)])
+
+    await store.transact(third)
+    announced, overflowed = feed.take()
+    async with store.read() as reader:
+        table = [r for r in await reader.unpublished_events(100) if r.conversation_id == conv.id]
+    assert not overflowed
+    assert [(r.id, r.payload) for r in announced] == [(r.id, r.payload) for r in table]
+    assert [orjson.loads(r.payload)["seq"] for r in announced] == [1, 2, 3]
+    assert feed.take() == ([], False), "each row is announced once"

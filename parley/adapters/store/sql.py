@@ -82,7 +82,16 @@ from parley.domain.models import (
     Workspace,
     WorkspaceMember,
 )
-from parley.ports.store import Invite, Lease, Membership, OutboxRow, Store, StoreReader, StoreWriter
+from parley.ports.store import (
+    CommitFeed,
+    Invite,
+    Lease,
+    Membership,
+    OutboxRow,
+    Store,
+    StoreReader,
+    StoreWriter,
+)
 from parley.tracing import request_id_var
 
 log = logging.getLogger(__name__)
@@ -120,13 +129,15 @@ async def _on_thread(
     threads: ThreadPoolExecutor,
     open_connection: Callable[[], AbstractContextManager[Connection]],
     work: Callable[[SqlSession], Awaitable[T]],
+    appended: list[OutboxRow] | None = None,
 ) -> T:
     """Run ``work`` on one of ``threads`` over a connection from ``open_connection`` (``begin``:
     committed when work returns; ``connect``: a read, rolled back)."""
 
     def run() -> T:
         with open_connection() as conn:
-            return _run_to_completion(cast(Coroutine[Any, Any, T], work(SqlSession(_ThreadConnection(conn)))))
+            session = SqlSession(_ThreadConnection(conn), appended)
+            return _run_to_completion(cast(Coroutine[Any, Any, T], work(session)))
 
     return await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run, run)
 
@@ -217,8 +228,10 @@ def _message_values(m: Message) -> dict[str, Any]:
 class SqlSession:
     """One connection's view of the store: the reader and, inside ``write()``, the writer."""
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, appended: list[OutboxRow] | None = None) -> None:
         self._c = conn
+        # Outbox rows this transaction added, for the store's commit feed (None: not followed).
+        self._appended = appended
 
     # -- users ---------------------------------------------------------------------------
     async def get_user(self, user_id: int) -> User | None:
@@ -664,21 +677,29 @@ class SqlSession:
     async def append_events_txn(self, events: Sequence[Event]) -> None:
         now = _db(datetime.now(UTC))
         request_id = request_id_var.get()
-        await self._c.execute(
-            insert(t.outbox),
-            [
-                {
-                    "event_id": e.event_id,
-                    "conversation_id": e.conversation_id,
-                    "seq": e.seq,
-                    "type": e.type.value,
-                    "payload": e.to_bytes(),
-                    "created_at": now,
-                    "published": False,
-                    "request_id": request_id,
-                }
-                for e in events
-            ],
+        payloads = [e.to_bytes() for e in events]
+        rows = [
+            {
+                "event_id": e.event_id,
+                "conversation_id": e.conversation_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "payload": payload,
+                "created_at": now,
+                "published": False,
+                "request_id": request_id,
+            }
+            for e, payload in zip(events, payloads, strict=True)
+        ]
+        if self._appended is None:
+            await self._c.execute(insert(t.outbox), rows)
+            return
+        inserted = await self._c.execute(
+            insert(t.outbox).returning(t.outbox.c.id, sort_by_parameter_order=True), rows
+        )
+        self._appended.extend(
+            OutboxRow(id=r.id, conversation_id=int(str(e.conversation_id)), payload=p, request_id=request_id)
+            for r, e, p in zip(inserted, events, payloads, strict=True)
         )
 
     async def unpublished_events(self, limit: int) -> list[OutboxRow]:
@@ -840,6 +861,7 @@ class SqlStore:
                 READER_THREADS, thread_name_prefix="parley-sqlite-reader"
             )
             self._write_lock: asyncio.Lock | None = asyncio.Lock()
+            self._feed: CommitFeed | None = None
         else:
             self._writer = create_async_engine(
                 url,
@@ -860,6 +882,7 @@ class SqlStore:
             self._thread_reader = None
             self._reader_threads = None
             self._write_lock = None
+            self._feed = None
 
     async def start(self) -> None:
         await upgrade_to_head(self._writer)
@@ -893,8 +916,11 @@ class SqlStore:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqlSession]:
         with _engine_errors_as_unavailable():
-            async with self._sqlite_writer_turn(), self._writer.begin() as conn:
-                yield SqlSession(conn)
+            async with self._sqlite_writer_turn():
+                appended = self._followed()
+                async with self._writer.begin() as conn:
+                    yield SqlSession(conn, appended)
+                self._announce(appended)
 
     async def query(self, work: Callable[[StoreReader], Awaitable[T]]) -> T:
         if self._thread_reader is None or self._reader_threads is None:
@@ -909,7 +935,25 @@ class SqlStore:
                 return await work(tx)
         with _engine_errors_as_unavailable():
             async with self._sqlite_writer_turn():
-                return await _on_thread(self._db_thread, self._thread_writer.begin, work)
+                appended = self._followed()
+                result = await _on_thread(self._db_thread, self._thread_writer.begin, work, appended)
+                self._announce(appended)
+                return result
+
+    def commit_feed(self) -> CommitFeed | None:
+        # Only SQLite: every write takes its turn in this process, so commit order is known here.
+        if self.is_sqlite and self._feed is None:
+            self._feed = CommitFeed()
+        return self._feed
+
+    def _followed(self) -> list[OutboxRow] | None:
+        """A list to collect the transaction's outbox rows in, if someone follows the feed."""
+        return [] if self._feed is not None else None
+
+    def _announce(self, appended: list[OutboxRow] | None) -> None:
+        # Still inside the writer's turn: no later commit can be announced before this one.
+        if self._feed is not None and appended:
+            self._feed.announce(appended)
 
     def _sqlite_writer_turn(self) -> AbstractAsyncContextManager[object]:
         """SQLite writes take turns in-process (MySQL: the database orders them)."""
