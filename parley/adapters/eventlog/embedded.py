@@ -50,7 +50,6 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from parley.adapters.eventlog.partitioning import partition_for_key
-from parley.adapters.sqlite_wal import AUTOCHECKPOINT_OFF, WalCheckpointer
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,6 @@ def _open_writer(path: Path) -> sqlite3.Connection:
     # FULL: a transaction is on disk when COMMIT returns, which is what "publish returned"
     # promises; the writer's group commit keeps the fsync count low.
     connection.execute("PRAGMA synchronous=FULL")
-    connection.execute(AUTOCHECKPOINT_OFF)  # the log's WalCheckpointer does it off the commit path
     connection.execute("PRAGMA busy_timeout=5000")
     for statement in _SCHEMA:
         connection.execute(statement)
@@ -275,7 +273,6 @@ class EmbeddedEventLog:
         self._jobs: list[_PublishJob | _CommitJob] = []
         self._jobs_waiting = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
-        self._checkpointer = WalCheckpointer(path)
         self._closing = False
         self._members: set[tuple[str, str]] = set()
         # Bumped by every start(): members of an earlier session are closed with it.
@@ -295,7 +292,6 @@ class EmbeddedEventLog:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only=1")
             await self._load_partitions()
-            self._checkpointer.start()
         except BaseException:
             await self._close_connections()
             raise
@@ -321,7 +317,6 @@ class EmbeddedEventLog:
                 event.set()
 
     async def _close_connections(self) -> None:
-        await asyncio.to_thread(self._checkpointer.stop)
         if self._reader is not None:
             await self._reader.close()
         if self._writer is not None:

@@ -25,7 +25,6 @@ from typing import Any
 import aiosqlite
 
 from parley.adapters.search import from_epoch_ms, to_epoch_ms
-from parley.adapters.sqlite_wal import AUTOCHECKPOINT_OFF, WalCheckpointer
 from parley.ports.search import (
     HIGHLIGHT_END,
     HIGHLIGHT_START,
@@ -131,7 +130,6 @@ class Fts5SearchIndex(SearchIndex):
         # One connection, so one transaction at a time: without the lock two coroutines could
         # interleave their BEGINs on it.
         self._lock = asyncio.Lock()
-        self._checkpointer = WalCheckpointer(path)
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,13 +140,10 @@ class Fts5SearchIndex(SearchIndex):
         # the store anyway, so the last transactions before a power loss are not worth an fsync.
         await db.execute("PRAGMA synchronous = NORMAL")
         await db.execute("PRAGMA busy_timeout = 5000")
-        await db.execute(AUTOCHECKPOINT_OFF)  # the index's WalCheckpointer does it off the write path
         await db.executescript(_SCHEMA)
         self._db = db
-        self._checkpointer.start()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._checkpointer.stop)
         if self._db is not None:
             await self._db.close()
             self._db = None

@@ -65,7 +65,6 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql.base import Executable
 
-from parley.adapters.sqlite_wal import AUTOCHECKPOINT_OFF, WalCheckpointer
 from parley.adapters.store import schema as t
 from parley.adapters.store.migrations import server_lock_name, upgrade_to_head
 from parley.domain.errors import Conflict, NotFound, Unavailable
@@ -834,7 +833,6 @@ class SqlStore:
         if self.is_sqlite:
             path = url.split("///", 1)[1]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
             self._writer = create_async_engine(url, pool_size=1, max_overflow=0)
             self._reader = create_async_engine(url, pool_size=4, max_overflow=4)
             _configure_sqlite(self._writer.sync_engine, immediate=True)
@@ -876,7 +874,6 @@ class SqlStore:
                 isolation_level="READ COMMITTED",
             )
             self._reader = self._writer
-            self._checkpointer = None
             self._thread_writer = None
             self._db_thread = None
             self._thread_reader = None
@@ -886,12 +883,8 @@ class SqlStore:
 
     async def start(self) -> None:
         await upgrade_to_head(self._writer)
-        if self._checkpointer is not None:
-            self._checkpointer.start()
 
     async def close(self) -> None:
-        if self._checkpointer is not None:
-            await asyncio.to_thread(self._checkpointer.stop)
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
@@ -1035,7 +1028,6 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before the send is acknowledged, even across power loss.
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(AUTOCHECKPOINT_OFF)  # the store's WalCheckpointer does it off the commit path
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=OFF")
         cursor.close()
