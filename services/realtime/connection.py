@@ -54,8 +54,44 @@ class Stream:
     pending: dict[int, str] = field(default_factory=dict)
 
 
+class WriteRound:
+    """The sockets with frames waiting, written together at the end of the loop iteration.
+
+    One callback per iteration for the whole node, not one per socket: an event fanned out to
+    a thousand sockets used to schedule a thousand callbacks; and the delivery counters move
+    once per round, not once per socket (each ``inc`` takes a lock)."""
+
+    def __init__(self) -> None:
+        self._due: list[ClientConnection] = []
+
+    def add(self, conn: ClientConnection) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._due.append(conn)
+
+    def _write(self) -> None:
+        due, self._due = self._due, []
+        frames = writes = 0
+        for conn in due:
+            written = conn.flush()
+            if written:
+                frames += written
+                writes += 1
+        if writes:
+            metrics.DELIVERED.inc(frames)
+            metrics.SOCKET_WRITES.inc(writes)
+
+
 class ClientConnection:
-    def __init__(self, websocket: WebSocket, user: User, *, queue_size: int, fill_gap: GapFiller) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        user: User,
+        *,
+        queue_size: int,
+        fill_gap: GapFiller,
+        write_round: WriteRound | None = None,
+    ) -> None:
         self.ws = websocket
         self.user = user
         self.streams: dict[int, Stream] = {}
@@ -72,6 +108,7 @@ class ClientConnection:
         self._outbox: list[str] = []
         self._queue_size = queue_size
         self._flush_scheduled = False
+        self._write_round = write_round or WriteRound()
         self._drainer: asyncio.Task[None] | None = None
         batch_send = websocket.scope.get("extensions", {}).get(BATCH_SEND_EXTENSION)
         self._write_now: Callable[[list[str]], bool] | None = (
@@ -81,10 +118,11 @@ class ClientConnection:
 
     # -- outbound ------------------------------------------------------------------------
     # Frames wait in ``_outbox`` until the end of the current loop iteration, then go out in one
-    # socket write (``_flush``): everything an iteration produced for this socket (say, a burst
-    # of events) costs one write and no task switch. Only a peer that stops taking data gets a
-    # task (``_drain``), which waits for it; while it waits, frames pile up in the outbox, and
-    # past ``queue_size`` the socket is closed as a slow consumer.
+    # socket write (``flush``, called by the node's ``WriteRound``): everything an iteration
+    # produced for this socket (say, a burst of events) costs one write and no task switch. Only
+    # a peer that stops taking data gets a task (``_drain``), which waits for it; while it
+    # waits, frames pile up in the outbox, and past ``queue_size`` the socket is closed as a slow
+    # consumer.
 
     def send_frame(self, frame: dict[str, object]) -> None:
         self.send_text(orjson.dumps(frame).decode())
@@ -114,24 +152,27 @@ class ClientConnection:
         self._outbox.append(text)
         if not self._flush_scheduled and self._drainer is None:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._write_round.add(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> int:
+        """Write what waits, now if the peer takes it (returns the frames written), else
+        leave it to a task that waits for the peer (returns 0)."""
         self._flush_scheduled = False
         if self._closed or not self._outbox or self._drainer is not None:
-            return
+            return 0
         if self._write_now is not None:
             try:
                 written = self._write_now(self._outbox)
             except Exception:
                 self._closed = True  # the socket is gone; the reader loop notices and cleans up
-                return
+                return 0
             if written:
-                self._count_written(len(self._outbox))
+                frames = len(self._outbox)
                 self._outbox = []
-                return
+                return frames
         # The peer is not taking data (or no fast path under this server): wait for it.
         self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return 0
 
     async def _drain(self) -> None:
         try:
@@ -173,7 +214,8 @@ class ClientConnection:
 
     async def drain_and_stop(self) -> None:
         """Write what is waiting (before a graceful close), for up to 2 s."""
-        self._flush()
+        if frames := self.flush():
+            self._count_written(frames)
         if self._drainer is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._drainer), timeout=2)

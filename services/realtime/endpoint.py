@@ -58,7 +58,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if hub.user_connection_count(user.id) >= deps.settings.max_connections_per_user:
         await websocket.close(code=CLOSE_TRY_AGAIN, reason="too many connections for this user")
         return
-    conn = ClientConnection(websocket, user, queue_size=deps.settings.send_queue_size, fill_gap=hub.fill_gap)
+    conn = ClientConnection(
+        websocket,
+        user,
+        queue_size=deps.settings.send_queue_size,
+        fill_gap=hub.fill_gap,
+        write_round=hub.write_round,
+    )
     conn.request_id = (websocket.headers.get("x-request-id") or new_request_id())[:48]
     # Nothing reads the handshake's headers again, and a node holds thousands of idle sockets:
     # empty the list in place (Starlette's Headers view shares it; other servers may hand a

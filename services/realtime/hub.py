@@ -22,7 +22,7 @@ from parley.domain.events import EventType
 from parley.domain.models import User
 from parley.ports.pubsub import Subscription, conversation_channel, user_channel, workspace_channel
 from parley.runtime import metrics
-from services.realtime.connection import ClientConnection, Gap
+from services.realtime.connection import ClientConnection, Gap, WriteRound
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 2.0
@@ -40,6 +40,7 @@ class RealtimeHub:
         self._sweep_task: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
         self._status: dict[int, str] = {}
+        self.write_round = WriteRound()  # shared by this node's sockets
         self.stopped = False
 
     @property
