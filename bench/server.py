@@ -30,7 +30,9 @@ import httpx
 import pymysql  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient
 
-REPO = Path(__file__).resolve().parents[1]
+# PARLEY_BENCH_SERVER_REPO: start the server from another checkout (a git worktree of another
+# commit) while this harness drives it: two versions side by side with the same clients.
+REPO = Path(os.environ.get("PARLEY_BENCH_SERVER_REPO") or Path(__file__).resolve().parents[1])
 # embedded / engines: one all-in-one process; cluster: the local cluster behind nginx
 # (bench/cluster.py); url: a deployment the harness did not start (``--url``).
 Mode = Literal["embedded", "engines", "cluster", "url"]
