@@ -45,6 +45,8 @@ PRUNE_INTERVAL = 600.0
 # Marks of rows published from the commit feed are gathered for this long into one transaction:
 # they do not delay delivery, but each one takes a turn of the store's single writer.
 MARK_INTERVAL = 0.1
+# At most this many ids per mark transaction (SQLite takes at most 32,766 bound parameters).
+MARK_CHUNK = 5_000
 
 
 class OutboxRelay:
@@ -224,15 +226,15 @@ class OutboxRelay:
         if self._from_table:
             rows = [r for r in rows if r.id not in self._from_table]
             self._from_table = set()
-        if not rows:
-            return 0
-        try:
-            await self._publish(rows)
-        except BaseException:
-            self._following_feed = False  # the rows are still unmarked in the table
-            raise
-        self._unmarked.append([r.id for r in rows])
-        self._marks_due.set()
+        for start in range(0, len(rows), self._batch_size):
+            chunk = rows[start : start + self._batch_size]
+            try:
+                await self._publish(chunk)
+            except BaseException:
+                self._following_feed = False  # these rows and the rest are unmarked in the table
+                raise
+            self._unmarked.append([r.id for r in chunk])
+            self._marks_due.set()
         return len(rows)
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
@@ -264,11 +266,18 @@ class OutboxRelay:
             await asyncio.sleep(MARK_INTERVAL)
 
     async def _flush_marks(self) -> None:
-        """Mark what was published from the feed, all of it in one transaction, oldest first."""
+        """Mark what was published from the feed, oldest first, up to ``MARK_CHUNK`` ids per
+        transaction (one transaction for all of it, normally)."""
         async with self._marking:
             while self._unmarked:
-                count = len(self._unmarked)
-                await self._mark([i for published in self._unmarked[:count] for i in published])
+                ids: list[int] = []
+                count = 0
+                for published in self._unmarked:
+                    if ids and len(ids) + len(published) > MARK_CHUNK:
+                        break
+                    ids += published
+                    count += 1
+                await self._mark(ids)
                 del self._unmarked[:count]
 
     async def _mark(self, ids: list[int]) -> None:

@@ -222,3 +222,24 @@ async def test_a_row_the_feed_never_announced_is_published_by_the_safety_net(
         assert await running.published_seqs(1) == [2]
     finally:
         await relay.stop()
+
+
+async def test_large_feeds_are_published_in_batches_and_marked_in_chunks(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "MARK_CHUNK", 7)
+    relay = _relay(running)
+    relay._batch_size = 10
+    relay.start()
+    try:
+        await running.commit(1)
+        assert await running.published_seqs(1) == [1]  # following the feed now
+        await running.commit(45)  # one commit: 5 publishes of up to 10 rows, marks in chunks of 7
+        assert await running.published_seqs(45) == list(range(2, 47))
+
+        async def all_marked() -> bool:
+            return await running.unmarked() == 0
+
+        await _until(all_marked)
+    finally:
+        await relay.stop()
