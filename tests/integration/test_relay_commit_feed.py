@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,30 @@ def _relay(running: Running, log: object | None = None, store: object | None = N
     )
 
 
+async def _until_all_marked(running: Running) -> None:
+    async def all_marked() -> bool:
+        return await running.unmarked() == 0
+
+    await _until(all_marked)
+
+
+@asynccontextmanager
+async def _following_the_feed(
+    running: Running, *, batch_size: int | None = None
+) -> AsyncIterator[OutboxRelay]:
+    """A started relay that has caught up with the table and publishes from the feed."""
+    relay = _relay(running)
+    if batch_size is not None:
+        relay._batch_size = batch_size
+    relay.start()
+    try:
+        await running.commit(1)
+        assert await running.published_seqs(1) == [running.seq]
+        yield relay
+    finally:
+        await relay.stop()
+
+
 async def _until(predicate: object, timeout: float = DEADLINE) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():  # type: ignore[operator]
@@ -159,10 +184,7 @@ async def test_rows_from_before_the_start_then_new_commits_are_published_once_in
         seqs = await running.published_seqs(running.seq)
         assert seqs == list(range(1, running.seq + 1)), "every row once, in commit order"
 
-        async def all_marked() -> bool:
-            return await running.unmarked() == 0
-
-        await _until(all_marked)  # marked in the background
+        await _until_all_marked(running)  # marked in the background
     finally:
         await relay.stop()
 
@@ -197,49 +219,26 @@ async def test_a_failed_publish_hands_over_to_the_table_and_loses_nothing(runnin
 
 async def test_an_overflowing_feed_sends_the_relay_to_the_table(running: Running) -> None:
     running.feed.MAX_ROWS = 5
-    relay = _relay(running)
-    relay.start()
-    try:
-        await running.commit(1)
-        assert await running.published_seqs(1) == [1]
+    async with _following_the_feed(running):
         await running.commit(20)  # more than the feed keeps: it drops them and says so
         assert await running.published_seqs(20) == list(range(2, 22))
-    finally:
-        await relay.stop()
 
 
 async def test_a_row_the_feed_never_announced_is_published_by_the_safety_net(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(relay_module, "LEASE_CHECK_INTERVAL", 0.2)
-    relay = _relay(running)
-    relay.start()
-    try:
-        await running.commit(1)
-        assert await running.published_seqs(1) == [1]  # following the feed now
+    async with _following_the_feed(running):
         await running.commit(1)
         running.feed.take()  # lost before the relay looked: as if never announced
         assert await running.published_seqs(1) == [2]
-    finally:
-        await relay.stop()
 
 
 async def test_large_feeds_are_published_in_batches_and_marked_in_chunks(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(relay_module, "MARK_CHUNK", 7)
-    relay = _relay(running)
-    relay._batch_size = 10
-    relay.start()
-    try:
-        await running.commit(1)
-        assert await running.published_seqs(1) == [1]  # following the feed now
+    async with _following_the_feed(running, batch_size=10):
         await running.commit(45)  # one commit: 5 publishes of up to 10 rows, marks in chunks of 7
         assert await running.published_seqs(45) == list(range(2, 47))
-
-        async def all_marked() -> bool:
-            return await running.unmarked() == 0
-
-        await _until(all_marked)
-    finally:
-        await relay.stop()
+        await _until_all_marked(running)
