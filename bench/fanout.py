@@ -28,7 +28,7 @@ from functools import partial
 
 import orjson
 
-from bench import profile
+from bench import hops, profile
 from bench.clients import Account, api, bounded, create_room, open_socket, send_many, sign_up_many
 from bench.scenario import Figure, Options, Scenario, progress, running_server
 from bench.server import Mode, ParleyServer
@@ -91,7 +91,7 @@ async def _open_counters(
 
 
 async def _burst(
-    sender: WireSocket, conversation_id: str, counters: Sequence[Counter], messages: int
+    sender: WireSocket, conversation_id: str, counters: Sequence[Counter], messages: int, window: int = 4
 ) -> dict[str, float]:
     """Send ``messages``, wait for every delivery; deliveries/s and send→deliver latency."""
     for c in counters:
@@ -101,7 +101,7 @@ async def _burst(
     texts = [f"fanout message {n}" for n in range(messages)]
     sent_at: dict[str, int] = {}
     started = time.perf_counter_ns()
-    await send_many([sender], conversation_id, texts, tag=f"f{started}", window=4, sent_at=sent_at)
+    await send_many([sender], conversation_id, texts, tag=f"f{started}", window=window, sent_at=sent_at)
     expected = messages * len(counters)
     deadline = time.monotonic() + 120
     while sum(c.deliveries for c in counters) < expected:
@@ -137,10 +137,15 @@ async def _fanout_against(server: ParleyServer, options: Options, baseline: bool
         if options.profile_dir is not None and not baseline:
             out = options.profile_dir / f"fanout-{server.tag}"
             recorder = await profile.record_later(server.pid, 0.5, PROFILE_SECONDS, out)
+        before = await hops.scrape_all([] if baseline else server.metrics_urls)
         usage, server_usage = time.process_time(), server.cpu_seconds()
         started = time.monotonic()
-        result = await _burst(sender, conversation_id, counters, options.fanout_messages)
+        result = await _burst(
+            sender, conversation_id, counters, options.fanout_messages, options.fanout_window
+        )
         elapsed = time.monotonic() - started
+        after = await hops.scrape_all([] if baseline else server.metrics_urls)
+        result["frames_per_write"] = hops.frames_per_write(before, after)
         result["harness_cpu"] = (time.process_time() - usage) / elapsed
         result["server_cpu"] = (server.cpu_seconds() - server_usage) / elapsed
         # Server CPU per delivery: what one more socket in the conversation costs.
@@ -160,6 +165,7 @@ FANOUT_FIGURES = [
     Figure("latency_p50_ms", "Parley send→deliver p50 ms"),
     Figure("latency_p99_ms", "p99 ms"),
     Figure("us_per_delivery", "Parley CPU µs/delivery"),
+    Figure("frames_per_write", "Parley frames/socket write"),
     Figure("baseline_us_per_delivery", "bare CPU µs/delivery"),
     Figure("server_cpu", "Parley CPU (cores)"),
     Figure("harness_cpu", "harness CPU (cores)"),
@@ -182,6 +188,7 @@ async def run_fanout(options: Options, mode: Mode) -> dict[str, float]:
         "baseline_latency_p50_ms": bare["latency_p50_ms"],
         "baseline_latency_p99_ms": bare["latency_p99_ms"],
         "us_per_delivery": parley["us_per_delivery"],
+        "frames_per_write": parley["frames_per_write"],
         "baseline_us_per_delivery": bare["us_per_delivery"],
         "server_cpu": parley["server_cpu"],
         "baseline_server_cpu": bare["server_cpu"],

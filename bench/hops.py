@@ -24,6 +24,8 @@ WRITE_TOTALS = {  # group commit: sample name → key
     "parley_write_batch_sends_sum": "sends",
     "parley_write_batch_sends_count": "batches",
     "parley_write_batch_seconds_sum": "seconds",
+    "parley_ws_events_delivered_total": "frames",  # WebSocket delivery: frames written …
+    "parley_ws_socket_writes_total": "socket_writes",  # … and the socket writes carrying them
 }
 Buckets = dict[str, list[tuple[float, float]]]  # hop → [(upper bound s, cumulative count)]
 
@@ -113,3 +115,12 @@ def write_batches(before: Scrape, after: Scrape) -> dict[str, float]:
     if batches <= 0:
         return {}
     return {"batch_sends": delta("sends") / batches, "batch_ms": delta("seconds") / batches * 1000}
+
+
+def frames_per_write(before: Scrape, after: Scrape) -> float:
+    """WebSocket frames per socket write between the two scrapes (0 if nothing was written): how
+    much the realtime node's write coalescing saves over one write per frame."""
+    frames, writes = (
+        after.write_totals.get(k, 0.0) - before.write_totals.get(k, 0.0) for k in ("frames", "socket_writes")
+    )
+    return frames / writes if writes > 0 else 0.0

@@ -103,6 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("fanout-1000 / idle-connections")
     g.add_argument("--fanout-sockets", type=int, default=1_000)
     g.add_argument("--fanout-messages", type=int, default=200)
+    g.add_argument("--fanout-window", type=int, default=4, help="the sender's messages in flight (default 4)")
     g.add_argument("--idle-counts", default="1000,10000", help="comma-separated socket counts")
     g = p.add_argument_group("history-1m (seeded once per mode by bench.bulk_seed, kept for the runs)")
     g.add_argument("--bulk-messages", type=int, default=1_000_000, help="stored messages (default 1,000,000)")
@@ -180,6 +181,7 @@ def options_from(args: argparse.Namespace) -> Options:
         index_messages=args.index_messages,
         fanout_sockets=args.fanout_sockets,
         fanout_messages=args.fanout_messages,
+        fanout_window=args.fanout_window,
         idle_counts=tuple(int(n) for n in args.idle_counts.split(",") if n.strip()),
         runs=args.runs,
         bulk_messages=args.bulk_messages,

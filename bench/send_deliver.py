@@ -152,6 +152,7 @@ FIGURES = [
     Figure("latency_max_ms", "max ms"),
     Figure("ack_p50_ms", "ack p50 ms"),
     Figure("ack_p99_ms", "ack p99 ms"),
+    Figure("frames_per_write", "B: frames/socket write"),
     Figure("missing", "missing deliveries"),
     Figure("server_cpu", "server CPU (cores)"),
     Figure("engines_cpu", "engines CPU (cores)"),
@@ -176,6 +177,7 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             after = await hops.scrape_all(server.metrics_urls)
             result |= _hop_figures(hops.median_ms(before, after), hops.quantile_ms(before, after, 0.99))
             result |= hops.write_batches(before, after)
+            result["frames_per_write"] = hops.frames_per_write(before, after)
             progress(
                 f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
             )

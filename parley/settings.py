@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     resume_max_events: int = 1_000
     history_cache_size: int = 50
     ws_ping_interval: float = 20.0
+    ws_write_defer_max_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="a busy realtime node (last socket-write round over 1 ms) waits as long as that round "
+        "took, up to this, before the next: frames gather and go out several per write. 0 = never wait",
+    )
     ws_compression: bool = Field(
         default=False,
         description="negotiate permessage-deflate: less bandwidth, but ~100 KB of zlib state and CPU per "

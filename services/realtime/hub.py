@@ -40,7 +40,8 @@ class RealtimeHub:
         self._sweep_task: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
         self._status: dict[int, str] = {}
-        self.write_round = WriteRound()  # shared by this node's sockets
+        # Shared by this node's sockets.
+        self.write_round = WriteRound(max_defer=deps.settings.ws_write_defer_max_ms / 1000)
         self.stopped = False
 
     @property
