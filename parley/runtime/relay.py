@@ -160,6 +160,9 @@ class OutboxRelay:
                 next_check = loop.time() + LEASE_CHECK_INTERVAL
                 await self._prune_if_due(loop.time())
                 await self._check_feed_is_complete()
+            # Cleared before the pass, not after: a commit announced during the pass (after its
+            # read) leaves the wake-up set, and the next pass starts at once.
+            self._wake.clear()
             try:
                 published = await self.publish_pending()
             except asyncio.CancelledError:
@@ -175,7 +178,6 @@ class OutboxRelay:
                 continue
             if published >= self._batch_size:
                 continue  # more waiting: no sleep
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
 

@@ -1,7 +1,8 @@
 """The all-in-one's relay follows the store's commit feed (embedded SQLite): what it publishes
 must be what the outbox table holds — every row, in commit order — whichever way it learnt of
 them: from the table at start, from the feed, or from the table again after a failure, an
-overflow or a row the feed never announced."""
+overflow or a row the feed never announced. And without a feed (the cluster's relay reads the
+table), a commit that wakes the relay during a pass is published by the next pass at once."""
 
 from __future__ import annotations
 
@@ -242,3 +243,41 @@ async def test_large_feeds_are_published_in_batches_and_marked_in_chunks(
         await running.commit(45)  # one commit: 5 publishes of up to 10 rows, marks in chunks of 7
         assert await running.published_seqs(45) == list(range(2, 47))
         await _until_all_marked(running)
+
+
+class CommitDuringPublish:
+    """The event log, except that during the first publish a commit lands and wakes the relay,
+    as a writer does after each commit (over pub/sub in a cluster)."""
+
+    def __init__(self, running: Running) -> None:
+        self._running = running
+        self.relay: OutboxRelay | None = None
+        self.done = False
+
+    async def publish(self, topic: str, records: Sequence[OutgoingRecord]) -> None:
+        if not self.done and self.relay is not None:
+            self.done = True
+            await self._running.commit(1)
+            self.relay.wake()
+        await self._running.parley.event_log.publish(topic, records)
+
+
+async def test_a_commit_during_a_table_pass_is_published_without_waiting_for_the_poll(
+    running: Running,
+) -> None:
+    log = CommitDuringPublish(running)
+    relay = OutboxRelay(
+        running.store,
+        log,  # type: ignore[arg-type]
+        running.parley.pubsub,
+        topic=running.parley.settings.events_topic,
+        poll_interval=60.0,  # only a wake-up can start the next pass in time
+    )  # no feed: the table mode of the cluster's relay
+    log.relay = relay
+    await running.commit(1)
+    relay.start()
+    try:
+        assert await asyncio.wait_for(running.published_seqs(2), timeout=5) == [1, 2]
+        assert log.done
+    finally:
+        await relay.stop()
