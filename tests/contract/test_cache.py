@@ -282,6 +282,19 @@ async def test_rate_limiter_refills_over_time(limiter: RateLimiter) -> None:
     assert await limiter.acquire(key, rate_per_second=20, burst=2) > 0.0
 
 
+async def test_rate_limiter_concurrent_acquires_take_one_token_each(limiter: RateLimiter) -> None:
+    """Many sends at once (one loop iteration; Redis gets them in one call): a bucket of 5 lets
+    exactly 5 through, whichever keys share the call."""
+    key, other = f"k-{uuid.uuid4().hex}", f"k-{uuid.uuid4().hex}"
+    waits = await asyncio.gather(
+        *(limiter.acquire(key, rate_per_second=0.5, burst=5) for _ in range(12)),
+        limiter.acquire(other, rate_per_second=0.5, burst=5),
+    )
+    assert sum(1 for w in waits[:12] if w == 0.0) == 5
+    assert all(w > 0.0 for w in waits[:12] if w != 0.0)
+    assert waits[12] == 0.0
+
+
 async def test_rate_limiter_keys_have_separate_buckets(limiter: RateLimiter) -> None:
     first, second = f"user:{uuid.uuid4().hex}", f"user:{uuid.uuid4().hex}"
     await limiter.acquire(first, rate_per_second=1, burst=1)
