@@ -78,6 +78,7 @@ class Parley:
                 s.kafka_bootstrap,
                 replication_factor=s.events_replication_factor,
                 client_id=f"parley-{self.role}",
+                linger_ms=s.kafka_linger_ms,
             )
         return EmbeddedEventLog(
             s.data_dir / "eventlog.sqlite3",

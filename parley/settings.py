@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     events_topic: str = "parley.conversation-events.v1"
     events_partitions: int = 8
     events_replication_factor: int = 1
+    kafka_linger_ms: int = Field(
+        default=5, ge=0, description="the producer's wait for more records before a produce request"
+    )
     dead_letter_topic: str = "parley.conversation-events.v1.dlq"
     consumer_group_prefix: str = Field(default="parley.", description="Kafka group id = prefix + service")
     redis_key_prefix: str = Field(default="parley:", description="so several Parleys can share one Redis")
