@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--index-messages", type=int, default=5_000)
     g = p.add_argument_group("fanout-1000 / idle-connections")
     g.add_argument("--fanout-sockets", type=int, default=1_000)
-    g.add_argument("--fanout-messages", type=int, default=200)
+    g.add_argument("--fanout-messages", type=int, default=400)
     g.add_argument("--fanout-window", type=int, default=4, help="the sender's messages in flight (default 4)")
     g.add_argument("--idle-counts", default="1000,10000", help="comma-separated socket counts")
     g = p.add_argument_group("history-1m (seeded once per mode by bench.bulk_seed, kept for the runs)")

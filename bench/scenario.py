@@ -40,7 +40,7 @@ class Options:
     index_messages: int = 5_000
     # fanout-1000 / idle-connections
     fanout_sockets: int = 1_000
-    fanout_messages: int = 200
+    fanout_messages: int = 400
     fanout_window: int = 4
     idle_counts: tuple[int, ...] = (1_000, 10_000)
     # history-1m (seeds once per mode, keeps the data for ``runs`` runs, then removes it)
