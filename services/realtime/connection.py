@@ -67,7 +67,9 @@ class WriteRound:
     waits as long as the last one took, up to ``max_defer`` seconds. Writing then takes at most
     about half of the loop, the stages upstream (reading sends, commits, the relay, consumers)
     keep pace, and the events that arrive meanwhile go out together: one socket write carries
-    several frames. An idle node's rounds take microseconds and never wait."""
+    several frames. An idle node's rounds take microseconds and never wait. A reply to the
+    client's own frame (ack, error, pong) does not wait either (``hurry``): the client is
+    waiting for it, and a sender that gets its acks later sends less."""
 
     BUSY_SECONDS = 0.001
 
@@ -76,6 +78,7 @@ class WriteRound:
         self._max_defer = max_defer
         self._last_cost = 0.0
         self._last_end = 0.0
+        self._waiting = False  # the next round is scheduled after a wait
 
     def add(self, conn: ClientConnection) -> None:
         if not self._due:
@@ -83,13 +86,25 @@ class WriteRound:
             wait = min(self._last_cost, self._max_defer)
             # After a pause (no round for as long as the longest wait) the node is no longer busy.
             recent = time.perf_counter() - self._last_end < self._max_defer
-            if self._last_cost > self.BUSY_SECONDS and recent:
+            self._waiting = self._last_cost > self.BUSY_SECONDS and recent
+            if self._waiting:
                 loop.call_later(wait, self._write)
             else:
                 loop.call_soon(self._write)
         self._due.append(conn)
 
+    def hurry(self, conn: ClientConnection) -> None:
+        """Write this socket at the end of the iteration even if the round waits."""
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._write_one, conn)
+
+    def _write_one(self, conn: ClientConnection) -> None:
+        if frames := conn.flush():  # it stays due: the round finds nothing more, or what came since
+            metrics.DELIVERED.inc(frames)
+            metrics.SOCKET_WRITES.inc()
+
     def _write(self) -> None:
+        self._waiting = False
         started = time.perf_counter()
         try:
             self._write_due()
@@ -153,7 +168,11 @@ class ClientConnection:
     # consumer.
 
     def send_frame(self, frame: dict[str, object]) -> None:
+        """A frame of the connection's own (a reply: ack, error, pong; hello; resync): written at
+        the end of the iteration even when a busy node's write round waits."""
         self.send_text(orjson.dumps(frame).decode())
+        if self._flush_scheduled:
+            self._write_round.hurry(self)
 
     def send_hello(self, hello: dict[str, object]) -> None:
         held, self._before_hello = self._before_hello or [], None

@@ -10,7 +10,8 @@ from typing import cast
 
 import pytest
 
-from services.realtime.connection import ClientConnection, WriteRound
+from parley.domain.models import User
+from services.realtime.connection import ClientConnection, Gap, WriteRound
 
 
 class Socket:
@@ -89,3 +90,46 @@ async def test_a_busy_round_without_a_wait(max_defer: float, pause: float) -> No
     socket.send(round_, "a")
     await asyncio.sleep(0)
     assert socket.writes == [["a"]]
+
+
+class FakeWebSocket:
+    """What a ``ClientConnection`` writes through when the server offers no batched writes."""
+
+    scope: dict[str, object] = {}
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+
+async def _no_gap(user: User, conversation_id: int, after_seq: int) -> Gap:
+    return Gap([], resync_to=None)
+
+
+async def _iterations(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_reply_does_not_wait_and_takes_what_waits_for_its_socket_along() -> None:
+    round_ = WriteRound(max_defer=0.050)
+    await _busy_round(round_, 0.060)  # the next round waits 50 ms
+    ws = FakeWebSocket()
+    conn = ClientConnection(
+        ws,  # type: ignore[arg-type]
+        cast(User, None),
+        queue_size=100,
+        fill_gap=_no_gap,
+        write_round=round_,
+    )
+    conn.send_hello({"type": "hello"})
+    await _iterations(3)
+    assert ws.sent == ['{"type":"hello"}'], "the hello is the connection's own frame: not held"
+    conn.send_text('{"type":"message.created"}')
+    await _iterations(3)
+    assert ws.sent == ['{"type":"hello"}'], "an event waits for the round"
+    conn.send_frame({"type": "ack", "id": "1"})
+    await _iterations(3)
+    assert ws.sent[1:] == ['{"type":"message.created"}', '{"type":"ack","id":"1"}']
