@@ -128,12 +128,11 @@ end
 return 0
 """
 
-# KEYS: bucket hash. ARGV: rate per second, burst. Returns seconds to wait, as a string ("0" when
-# allowed; a Lua number would be truncated to an integer on its way back). Uses the Redis server's
-# clock, so api nodes with skewed clocks still share one consistent bucket. The key expires once the
-# bucket would be full again: a missing key is a full bucket.
-# Token buckets, one per key, in the order given (a key given twice takes two tokens in turn).
-# ARGV holds rate and burst per key: ARGV[2i-1], ARGV[2i]. Returns the wait per key (0 = allowed).
+# KEYS: bucket hashes, taken in the order given (a key given twice takes two tokens in turn). ARGV:
+# rate per second and burst of each key (ARGV[2i-1], ARGV[2i]). Returns, per key, seconds to wait
+# as a string ("0" when allowed; a Lua number would be truncated to an integer on its way back).
+# Uses the Redis server's clock, so api nodes with skewed clocks still share one consistent bucket.
+# A key expires once its bucket would be full again: a missing key is a full bucket.
 _ACQUIRE = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
