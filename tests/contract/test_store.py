@@ -4,12 +4,15 @@ assertions. These are the guarantees the domain builds its promises on."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import Engine, event
 
 from parley.adapters.store.sql import SqlStore
 from parley.composition import Parley
@@ -187,6 +190,33 @@ async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
     async with store.read() as reader:
         found = await reader.find_by_client_msg_ids([(user.id, "same")])
     assert found[(user.id, "same")].seq == 1
+
+
+async def test_sqlite_batch_lookups_search_an_index_not_the_whole_table(tmp_path: Path) -> None:
+    """Every write batch looks up its retries and memberships: a scan there makes each send cost
+    more as history grows. SQLite's plan for a row-value ``IN`` was exactly that scan."""
+    parley = Parley(Settings(data_dir=tmp_path), "tool")
+    await parley.start("store")
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if " IN (" in statement and ("messages" in statement or "conversation_members" in statement):
+            seen.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        async with parley.store.read() as reader:
+            await reader.find_by_client_msg_ids([(1, "a"), (2, "b")])
+            await reader.members_among([(1, 2), (3, 4)])
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+        await parley.close()
+    assert len(seen) == 2
+    db = sqlite3.connect(tmp_path / "parley.sqlite3")
+    for statement, parameters in seen:
+        plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "SCAN messages" not in plan and "SCAN conversation_members" not in plan, plan
+        assert plan.startswith("SEARCH"), plan
 
 
 async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:
