@@ -8,12 +8,13 @@ travel through the log, pub/sub and out of the WebSocket: every hop sees the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
-import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from parley.domain.models import Id
 
@@ -47,13 +48,33 @@ class Event(BaseModel):
     seq: int | None = None
     ts: datetime
     data: dict[str, Any]
+    # The envelope's bytes, kept from the first serialization or from decoding, so every hop
+    # forwards the exact bytes it received and none serializes the same event again.
+    _raw: bytes | None = PrivateAttr(default=None)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        if self._raw is None:
+            self._raw = self.__pydantic_serializer__.to_json(self)
+        return self._raw
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Event:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._raw = None  # a changed copy is serialized anew
+        return copy
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Event:
-        return cls.model_validate_json(raw)
+        """Decode an envelope. Several consumer groups of one process read the same records
+        (the embedded log hands each the same bytes object): each distinct envelope is decoded
+        once and the (frozen) event shared; consumers read events, never change them."""
+        return _decode_event(raw)
+
+
+@lru_cache(maxsize=4096)
+def _decode_event(raw: bytes) -> Event:
+    event = Event.model_validate_json(raw)
+    event._raw = raw
+    return event
 
 
 # Payload shapes, checked in tests (tests/domain/test_event_schemas.py) so producers and

@@ -111,8 +111,7 @@ class ConsumerRunner:
         while True:
             try:
                 await self._handler.handle_batch(events)
-                for event in events:
-                    metrics.observe_age(group, event.ts)
+                metrics.observe_ages(group, (event.ts for event in events))
                 break
             except Exception as exc:
                 if await self._engine_ok():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -43,4 +44,17 @@ EVENT_AGE = Histogram(
 
 
 def observe_age(hop: str, ts: datetime) -> None:
-    EVENT_AGE.labels(hop).observe(max(0.0, (datetime.now(UTC) - ts).total_seconds()))
+    observe_ages(hop, (ts,))
+
+
+def observe_ages(hop: str, timestamps: Iterable[datetime]) -> None:
+    """One clock read and one label lookup per batch: this runs for every event at every hop."""
+    histogram = _age_by_hop.get(hop)
+    if histogram is None:
+        histogram = _age_by_hop[hop] = EVENT_AGE.labels(hop)
+    now = datetime.now(UTC)
+    for ts in timestamps:
+        histogram.observe(max(0.0, (now - ts).total_seconds()))
+
+
+_age_by_hop: dict[str, Histogram] = {}
