@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from parley.domain.events import PAYLOAD_SCHEMAS, Event, EventType
 from tests.support.clients import WsClient
 from tests.support.server import RunningServer
@@ -47,3 +49,25 @@ async def test_events_on_the_wire_match_their_schemas(server: RunningServer) -> 
     await a.close()
     await b.close()
     await world.close()
+
+
+def test_an_event_travels_as_the_bytes_it_arrived_in_and_a_changed_copy_anew() -> None:
+    """Consumers forward an envelope without serializing it again (the promise of
+    parley/domain/events.py), and a changed copy never carries its original's bytes."""
+    original = Event(
+        type=EventType.MESSAGE_CREATED,
+        event_id=1,
+        workspace_id=2,
+        conversation_id=3,
+        seq=4,
+        ts=datetime(2026, 11, 25, tzinfo=UTC),
+        data={"message": {"id": "5", "text": "héllo <b>"}},
+    )
+    raw = original.to_bytes()
+    decoded = Event.from_bytes(raw)
+    assert decoded == original
+    assert decoded.to_bytes() is raw
+    assert Event.from_bytes(bytes(raw)) == original  # equal bytes from another source
+    changed = decoded.model_copy(update={"seq": 9})
+    assert Event.from_bytes(changed.to_bytes()).seq == 9
+    assert Event.from_bytes(raw).seq == 4
