@@ -70,7 +70,9 @@ class Event(BaseModel):
         return _decode_event(raw)
 
 
-@lru_cache(maxsize=4096)
+# Small: the groups read within milliseconds of each other, and every cached event outlives the
+# young generations, so a big cache fed the full (whole-heap) collections: 4,096 made them 37 ms.
+@lru_cache(maxsize=512)
 def _decode_event(raw: bytes) -> Event:
     event = Event.model_validate_json(raw)
     event._raw = raw
