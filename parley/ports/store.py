@@ -60,6 +60,7 @@ class OutboxRow:
     conversation_id: int
     payload: bytes
     request_id: str | None = None
+    created_at: datetime | None = None  # when its transaction wrote it (the relay's event age)
 
 
 class CommitFeed:

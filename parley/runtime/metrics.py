@@ -38,7 +38,9 @@ WRITE_BATCH_SECONDS = Histogram(
 EVENT_AGE = Histogram(
     "parley_event_age_seconds",
     "Age of an event (since its commit-time timestamp) when a hop handles it",
-    ["hop"],  # a consumer group (fanout, indexer, cache) or "delivery" on a realtime node
+    # "relay" (published to the event log), a consumer group (fanout, indexer, cache), or
+    # "delivery" on a realtime node
+    ["hop"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 

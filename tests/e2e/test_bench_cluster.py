@@ -63,9 +63,10 @@ async def test_send_deliver_through_nginx_misses_nothing_and_sees_every_process(
     names = {p["name"] for p in cluster.manifest["processes"]}
     assert {k.removeprefix("cpu_") for k in result if k.startswith("cpu_") and "engine" not in k} == names
     assert result["server_cpu"] > 0
-    # Hop ages: the delivery hop is only observed on the realtime nodes, fanout only in its
-    # process: both present means every service's /metrics was read.
+    # Hop ages: the delivery hop is only observed on the realtime nodes, fanout and relay only in
+    # their processes: all present means every service's /metrics was read.
     assert result["age_delivery_p50_ms"] > 0 and result["age_fanout_p50_ms"] > 0
+    assert result["age_relay_p50_ms"] > 0
 
 
 async def test_cluster_mode_starts_its_own_cluster_and_removes_its_data() -> None:

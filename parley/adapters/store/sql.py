@@ -11,7 +11,8 @@ Dialect differences live here and only here:
   (~8 per batch). One asyncio lock orders every SQLite
   write, both kinds, so they never wait on SQLite's busy handler (which sleeps 1-100 ms);
 - MySQL takes the conversation row lock in ``bump_seq_txn`` (``UPDATE ... last_seq + n``),
-  which serializes sends per conversation and nothing else.
+  which serializes sends per conversation and nothing else. Its ``transact()`` runs on writer
+  threads with PyMySQL too, several at once (the database orders them).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ from parley.tracing import request_id_var
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READER_THREADS = 2
+MYSQL_WRITER_THREADS = 4  # as many as the message writer's concurrent batches on MySQL
 
 # The write batch's statements, built once: with expanding bind parameters (a list bound per
 # execution) SQLAlchemy skips building the expression and its cache key on every batch, which
@@ -717,7 +719,8 @@ class SqlSession:
 
     # -- outbox --------------------------------------------------------------------------
     async def append_events_txn(self, events: Sequence[Event]) -> None:
-        now = _db(datetime.now(UTC))
+        written_at = datetime.now(UTC)
+        now = _db(written_at)
         request_id = request_id_var.get()
         payloads = [e.to_bytes() for e in events]
         rows = [
@@ -738,21 +741,31 @@ class SqlSession:
             return
         inserted = await self._c.execute(_insert_outbox_returning, rows)
         self._appended.extend(
-            OutboxRow(id=r.id, conversation_id=int(str(e.conversation_id)), payload=p, request_id=request_id)
+            OutboxRow(
+                id=r.id,
+                conversation_id=int(str(e.conversation_id)),
+                payload=p,
+                request_id=request_id,
+                created_at=written_at,
+            )
             for r, e, p in zip(inserted, events, payloads, strict=True)
         )
 
     async def unpublished_events(self, limit: int) -> list[OutboxRow]:
         o = t.outbox
         rows = await self._c.execute(
-            select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id)
+            select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id, o.c.created_at)
             .where(o.c.published.is_(False))
             .order_by(o.c.id)
             .limit(limit)
         )
         return [
             OutboxRow(
-                id=r.id, conversation_id=r.conversation_id, payload=bytes(r.payload), request_id=r.request_id
+                id=r.id,
+                conversation_id=r.conversation_id,
+                payload=bytes(r.payload),
+                request_id=r.request_id,
+                created_at=_aware(r.created_at),
             )
             for r in rows
         ]
@@ -915,8 +928,21 @@ class SqlStore:
                 isolation_level="READ COMMITTED",
             )
             self._reader = self._writer
-            self._thread_writer = None
-            self._db_thread = None
+            # transact() on threads with the synchronous driver, as on SQLite: a write batch is
+            # ~6 round trips, and through aiomysql each one waits for a busy realtime loop to
+            # come round (batches of 30+ ms); on a thread they are back-to-back socket calls.
+            self._thread_writer = create_engine(
+                make_url(url).set(drivername="mysql+pymysql"),
+                pool_size=MYSQL_WRITER_THREADS,
+                max_overflow=0,
+                pool_recycle=1800,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": connect_timeout},
+                isolation_level="READ COMMITTED",
+            )
+            self._db_thread = ThreadPoolExecutor(
+                MYSQL_WRITER_THREADS, thread_name_prefix="parley-mysql-writer"
+            )
             self._thread_reader = None
             self._reader_threads = None
             self._write_lock = None
