@@ -61,7 +61,10 @@ async def measure(
         ]
         sent += 1
         # All submitted before the writer runs: they form one batch, as under load.
-        await asyncio.gather(*(writer.submit(r) for r in requests))
+        stored = await asyncio.gather(*(writer.submit(r) for r in requests))
+        seqs = sorted(message.seq for message, created in stored if created)
+        if len(seqs) != len(requests) or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            raise RuntimeError(f"a batch did not store each send once with consecutive seqs: {seqs}")
 
     for _ in range(max(1, batches // 10)):  # warm-up: caches, compiled statements
         await one_batch()
