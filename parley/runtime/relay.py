@@ -253,7 +253,6 @@ class OutboxRelay:
         )
         metrics.RELAYED.inc(len(rows))
         metrics.observe_ages("relay", (r.created_at for r in rows if r.created_at is not None))
-        metrics.observe_ages("relay", (r.created_at for r in rows if r.created_at is not None))
 
     # -- marks, when following the feed ---------------------------------------------------------
     async def _mark_in_background(self) -> None:

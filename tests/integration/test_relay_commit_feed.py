@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from parley.composition import Parley
 from parley.domain.events import Event, EventType
@@ -163,6 +164,10 @@ async def _following_the_feed(
         await relay.stop()
 
 
+def _relay_ages_observed() -> float:
+    return REGISTRY.get_sample_value("parley_event_age_seconds_count", {"hop": "relay"}) or 0.0
+
+
 async def _until(predicate: object, timeout: float = DEADLINE) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():  # type: ignore[operator]
@@ -174,6 +179,7 @@ async def test_rows_from_before_the_start_then_new_commits_are_published_once_in
     running: Running,
 ) -> None:
     await running.commit(3)  # left over from "a previous run": only the table knows them
+    aged_before = _relay_ages_observed()
     relay = _relay(running)
     relay.start()
     try:
@@ -184,6 +190,14 @@ async def test_rows_from_before_the_start_then_new_commits_are_published_once_in
                 await asyncio.sleep(0)
         seqs = await running.published_seqs(running.seq)
         assert seqs == list(range(1, running.seq + 1)), "every row once, in commit order"
+
+        # The relay hop's age (parley_event_age_seconds{hop="relay"}): once per published row,
+        # observed when the publish returns (a reader may see the records a moment earlier).
+        async def all_aged() -> bool:
+            return _relay_ages_observed() - aged_before >= running.seq
+
+        await _until(all_aged)
+        assert _relay_ages_observed() - aged_before == running.seq
 
         await _until_all_marked(running)  # marked in the background
     finally:

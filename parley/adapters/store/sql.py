@@ -530,7 +530,7 @@ class SqlSession:
         ids = sorted(counts)
         if len(ids) == 1:  # the common batch: one room, with statements built once
             return {ids[0]: await self._bump_one_seq(ids[0], counts[ids[0]])}
-        by = case({i: counts[i] for i in ids}, value=c.c.id) if len(ids) > 1 else counts[ids[0]]
+        by = case({i: counts[i] for i in ids}, value=c.c.id)
         # One UPDATE takes the row locks (MySQL) that order every event of these conversations,
         # in primary-key order, so two batches lock their common conversations in the same order.
         bump = update(c).where(c.c.id.in_(ids)).values(last_seq=c.c.last_seq + by)
