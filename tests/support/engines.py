@@ -1,10 +1,13 @@
 """Settings for a Parley that runs on the real engines, isolated per test: a throwaway MySQL
 database, its own Kafka topics and Elasticsearch index; Redis keys are naturally distinct
-(conversation and user ids are unique). The database and the topics are removed afterwards (the
-index is the caller's: dropping it needs the search adapter)."""
+(conversation and user ids are unique). The database, the topics and the index are removed
+afterwards: left behind, hundreds of test indices keep Elasticsearch busy on a developer's box
+(a third of a core), which every later benchmark on it pays for."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +73,17 @@ def engine_overrides() -> Iterator[dict[str, Any]]:
             }
         finally:
             delete_topics_blocking(kafka, topics)
+            delete_search_indices_blocking(es, f"parley-test-{tag}")
+
+
+def delete_search_indices_blocking(url: str, alias: str) -> None:
+    """Delete every index the search adapter made for ``alias`` (``<alias>-v1``, a rebuild's
+    ``-v2``…), each by its name: Elasticsearch refuses wildcard deletes by default."""
+    listing = urllib.request.Request(f"{url}/_cat/indices/{alias}-*?format=json&h=index")
+    with urllib.request.urlopen(listing, timeout=30) as response:
+        names = [row["index"] for row in json.load(response)]
+    for name in names:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/{name}", method="DELETE"), timeout=30).close()
 
 
 def topic_names(tag: str) -> tuple[str, str]:
