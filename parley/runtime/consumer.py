@@ -59,6 +59,11 @@ class ConsumerRunner:
         self._stopping = asyncio.Event()
         self._consumer: LogConsumer | None = None
 
+    @property
+    def group(self) -> str:
+        """The consumer's group, without the deployment's prefix (``fanout``, ``indexer``…)."""
+        return self._handler.group
+
     def assigned(self) -> bool:
         """True once this member owns partitions (tests and readiness wait for it)."""
         return self._consumer is not None and bool(self._consumer.assignment())

@@ -26,6 +26,27 @@ async def test_history_pages_backwards_and_forwards_by_seq(server: RunningServer
     await world.close()
 
 
+async def test_history_shows_an_acknowledged_send_before_the_cache_has_caught_up(
+    server: RunningServer,
+) -> None:
+    """The recent-history cache is fed by a consumer that runs behind the commit; with that
+    consumer stopped, the cache is as far behind as it can be, and the first page must come
+    from the store instead of leaving out what was just sent or edited."""
+    world = await make_world(server.url)
+    alice, bob = world.users
+    path = f"/conversations/{world.channel_id}/messages"
+    first = await alice.post(path, {"text": "first"}, expect=201)
+    assert [m["text"] for m in (await bob.get(path, {"limit": 20}))["messages"]] == ["first"]  # fills the cache
+    [cache_consumer] = [r for r in server.app.state.runners if r.group == "cache"]
+    await cache_consumer.stop()
+    await alice.post(path, {"text": "second"}, expect=201)
+    assert [m["text"] for m in (await bob.get(path, {"limit": 20}))["messages"]] == ["second", "first"]
+    r = await alice.http.patch(f"/api/v1/messages/{first['id']}", json={"text": "first, edited"})
+    assert r.status_code == 200
+    assert [m["text"] for m in (await bob.get(path, {"limit": 20}))["messages"]] == ["second", "first, edited"]
+    await world.close()
+
+
 async def test_only_the_author_edits_and_the_edit_is_visible(server: RunningServer) -> None:
     world = await make_world(server.url)
     alice, bob = world.users

@@ -310,7 +310,9 @@ async def history(
         conversation = await readable_conversation(reader, conversation_id, actor.id)
         if first_page and limit < deps.settings.history_cache_size:
             cached = await deps.history_cache.get(conversation_id)
-            if cached is not None:
+            # Only a cache that has seen every event the store has committed: the cache consumer
+            # runs behind the commit, and a client that was just acknowledged must read its send.
+            if cached is not None and cached.watermark >= conversation.last_seq:
                 page = [Message.model_validate_json(raw) for raw in cached.messages[:limit]]
                 # A full cache may hide older messages; a short one holds the whole conversation.
                 full = len(cached.messages) >= deps.settings.history_cache_size
