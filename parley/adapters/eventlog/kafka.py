@@ -266,6 +266,7 @@ class KafkaLogConsumer:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             request_timeout_ms=int(self.request_timeout * 1000),
+            **_exp_linger(self.group),
         )
         what = f"consumer of group {self.group!r}"
         await _start_bounded(consumer.start, consumer.stop, what, self.bootstrap, self.connect_timeout)
@@ -326,3 +327,11 @@ class KafkaLogConsumer:
 # The port is a Protocol: make mypy check that the adapters satisfy it.
 _check_log: type[EventLog] = KafkaEventLog
 _check_consumer: type[LogConsumer] = KafkaLogConsumer
+
+
+def _exp_linger(group: str) -> dict[str, int]:
+    import os
+    for part in os.environ.get("PARLEY_EXP_LINGER", "").split(","):
+        if part and group.endswith(part.split(":")[0]):
+            return {"fetch_max_wait_ms": int(part.split(":")[1]), "fetch_min_bytes": 1 << 20}
+    return {}
