@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(
         default=5, ge=0, description="the producer's wait for more records before a produce request"
     )
+    indexer_linger_ms: int = Field(
+        default=250,
+        ge=0,
+        le=5_000,
+        description="how long the indexer gathers events into one bulk write (search shows a "
+        "message at most this much later; Elasticsearch's own refresh is every second)",
+    )
     dead_letter_topic: str = "parley.conversation-events.v1.dlq"
     consumer_group_prefix: str = Field(default="parley.", description="Kafka group id = prefix + service")
     redis_key_prefix: str = Field(default="parley:", description="so several Parleys can share one Redis")

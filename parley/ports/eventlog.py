@@ -69,4 +69,8 @@ class EventLog(Protocol):
 
     async def publish(self, topic: str, records: Sequence[OutgoingRecord]) -> None: ...
 
-    def consumer(self, topic: str, group: str) -> LogConsumer: ...
+    def consumer(self, topic: str, group: str, *, fetch_wait: float = 0.0) -> LogConsumer:
+        """A member of ``group`` on ``topic``. ``fetch_wait``: how long the log may hold a
+        fetch to answer with more records at once (fewer, larger requests for a consumer that
+        can wait); 0 answers as soon as anything is there."""
+        ...

@@ -43,7 +43,7 @@ def create_app(parley: Parley) -> FastAPI:
         app.state.deps = parley.deps
         consumers: list[EventConsumer] = [
             FanoutConsumer(parley.pubsub),
-            IndexerConsumer(parley.search),
+            IndexerConsumer(parley.search, linger=settings.indexer_linger_ms / 1000),
             HistoryCacheConsumer(parley.history_cache, keep=settings.history_cache_size),
         ]
         runners = [parley.consumer_runner(c) for c in consumers]

@@ -17,6 +17,9 @@ from parley.ports.cache import HistoryCache, HistoryUpdate
 
 class HistoryCacheConsumer:
     group = "cache"
+    # While the cache is behind, first pages are read from the store (``messages.history``):
+    # a lingering cache would only send more reads there.
+    linger = 0.0
 
     def __init__(self, cache: HistoryCache, *, keep: int) -> None:
         self._cache = cache

@@ -16,6 +16,7 @@ from parley.ports.pubsub import PubSub, conversation_channel, user_channel
 
 class FanoutConsumer:
     group = "fanout"
+    linger = 0.0  # on the path from send to screen
 
     def __init__(self, pubsub: PubSub) -> None:
         self._pubsub = pubsub

@@ -12,7 +12,9 @@ from services.indexer.consumer import IndexerConsumer
 
 def build(settings: Settings) -> FastAPI:
     parley = Parley(settings, "indexer")
-    return consumer_app(parley, IndexerConsumer(parley.search), "search")
+    return consumer_app(
+        parley, IndexerConsumer(parley.search, linger=settings.indexer_linger_ms / 1000), "search"
+    )
 
 
 run("indexer", consumer.__doc__ or "", build)

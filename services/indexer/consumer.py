@@ -17,8 +17,11 @@ from parley.ports.search import SearchDoc, SearchIndex
 class IndexerConsumer:
     group = "indexer"
 
-    def __init__(self, search: SearchIndex) -> None:
+    def __init__(self, search: SearchIndex, *, linger: float = 0.0) -> None:
         self._search = search
+        # A message is searchable at the engine's next refresh (Elasticsearch: every second),
+        # so gathering larger bulk writes for a fraction of that costs users little.
+        self.linger = linger
 
     async def check_engine(self) -> None:
         await self._search.ping()

@@ -16,10 +16,11 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -28,13 +29,16 @@ from aiokafka.errors import KafkaError
 from parley.adapters.eventlog.embedded import EmbeddedEventLog
 from parley.adapters.eventlog.kafka import EventLogUnavailableError, KafkaEventLog
 from parley.adapters.eventlog.partitioning import murmur2, partition_for_key, to_signed_32
+from parley.domain.events import Event, EventType
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
+from parley.runtime.consumer import ConsumerRunner
 from tests.engines import engine_url
 from tests.support.kafka import delete_topics, kafka_admin
 from tests.support.wait import eventually
 
 PARTITIONS = 4
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]  # where ``parley`` is importable from
+T = TypeVar("T")
 DEADLINE = 30.0  # seconds; generous for a Kafka group join, never reached when things work
 
 
@@ -414,6 +418,66 @@ async def test_embedded_log_loses_no_acknowledged_record_when_the_process_is_kil
         await log.close()
     batches = {int(r.value) for r in stored}
     assert set(range(acknowledged + 1)) <= batches
+
+
+class BatchRecorder:
+    """An event consumer that remembers the seqs of each batch it was handed."""
+
+    def __init__(self, purpose: str, linger: float) -> None:
+        self.group = unique_group(purpose)
+        self.linger = linger
+        self.batches: list[list[int]] = []
+
+    async def check_engine(self) -> None:
+        return None
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        self.batches.append([e.seq or 0 for e in events])
+
+
+def _created(seq: int) -> OutgoingRecord:
+    event = Event(
+        type=EventType.MESSAGE_CREATED,
+        event_id=seq,
+        workspace_id=1,
+        conversation_id=1,
+        seq=seq,
+        ts=datetime.now(UTC),
+        data={"message": {"text": f"m{seq}"}},
+    )
+    return OutgoingRecord(b"1", event.to_bytes())
+
+
+async def test_a_lingering_consumer_gets_records_published_close_together_in_one_batch(
+    event_log: EventLog, topic: str
+) -> None:
+    """The indexer lingers (larger bulk writes), the fanout does not: the eager consumer gets
+    the first record alone before the second is even published; the lingering one, started
+    alongside, gets both in one batch."""
+    eager, lingering = BatchRecorder("eager", 0.0), BatchRecorder("lingering", 1.0)
+    runners = [
+        ConsumerRunner(event_log, c, topic=topic, dead_letter_topic=f"{topic}.dlq")
+        for c in (eager, lingering)
+    ]
+    for runner in runners:
+        runner.start()
+    try:
+        await eventually(_async_value(lambda: all(r.assigned() for r in runners)), bool, timeout=DEADLINE)
+        await event_log.publish(topic, [_created(1)])
+        await eventually(_async_value(lambda: eager.batches), lambda b: b == [[1]], timeout=DEADLINE)
+        await event_log.publish(topic, [_created(2)])
+        await eventually(_async_value(lambda: lingering.batches), lambda b: b == [[1, 2]], timeout=DEADLINE)
+        assert eager.batches == [[1], [2]]
+    finally:
+        for runner in runners:
+            await runner.stop()
+
+
+def _async_value(read: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def probe() -> T:
+        return read()
+
+    return probe
 
 
 async def test_embedded_log_refuses_a_second_process_on_the_same_file(tmp_path: Path) -> None:

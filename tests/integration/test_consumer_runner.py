@@ -33,6 +33,7 @@ class FlakyConsumer:
     """A consumer whose engine can be switched off, and which cannot process "poison"."""
 
     group = "flaky"
+    linger = 0.0
 
     def __init__(self) -> None:
         self.engine_up = True

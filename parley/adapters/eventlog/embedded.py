@@ -550,7 +550,8 @@ class EmbeddedEventLog:
 
     # --- consumer groups --------------------------------------------------------------------
 
-    def consumer(self, topic: str, group: str) -> LogConsumer:
+    def consumer(self, topic: str, group: str, *, fetch_wait: float = 0.0) -> LogConsumer:
+        # fetch_wait is ignored: a poll here is a read of local memory or disk, not a request.
         return EmbeddedLogConsumer(self, topic, group)
 
     async def _join(self, group: str, topic: str) -> list[int]:
