@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,10 +28,11 @@ from aiokafka.errors import KafkaError
 from parley.adapters.eventlog.embedded import EmbeddedEventLog
 from parley.adapters.eventlog.kafka import EventLogUnavailableError, KafkaEventLog
 from parley.adapters.eventlog.partitioning import murmur2, partition_for_key, to_signed_32
-from parley.domain.events import Event, EventType
+from parley.domain.events import Event
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from parley.runtime.consumer import ConsumerRunner
 from tests.engines import engine_url
+from tests.support.events import created_event
 from tests.support.kafka import delete_topics, kafka_admin
 from tests.support.wait import eventually
 
@@ -436,16 +436,7 @@ class BatchRecorder:
 
 
 def _created(seq: int) -> OutgoingRecord:
-    event = Event(
-        type=EventType.MESSAGE_CREATED,
-        event_id=seq,
-        workspace_id=1,
-        conversation_id=1,
-        seq=seq,
-        ts=datetime.now(UTC),
-        data={"message": {"text": f"m{seq}"}},
-    )
-    return OutgoingRecord(b"1", event.to_bytes())
+    return OutgoingRecord(b"1", created_event(seq, f"m{seq}").to_bytes())
 
 
 async def test_a_lingering_consumer_gets_records_published_close_together_in_one_batch(

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from parley.composition import Parley
-from parley.domain.events import Event, EventType
+from parley.domain.events import Event
 from parley.ports.eventlog import OutgoingRecord
 from parley.runtime.consumer import ConsumerRunner
 from parley.settings import Settings
+from tests.support.events import created_event
 
 TOPIC, DLQ = "t.events", "t.dlq"
-
-
-def _event(seq: int, text: str) -> Event:
-    return Event(
-        type=EventType.MESSAGE_CREATED,
-        event_id=seq,
-        workspace_id=1,
-        conversation_id=1,
-        seq=seq,
-        ts=datetime.now(UTC),
-        data={"message": {"text": text}},
-    )
 
 
 class FlakyConsumer:
@@ -69,7 +57,7 @@ async def test_outage_waits_and_poison_goes_to_the_dead_letter_topic(tmp_path: P
     runner.start()
     try:
         consumer.engine_up = False
-        await log.publish(TOPIC, [OutgoingRecord(b"1", _event(1, "ok").to_bytes())])
+        await log.publish(TOPIC, [OutgoingRecord(b"1", created_event(1, "ok").to_bytes())])
         await asyncio.sleep(1.0)
         assert consumer.handled == []
         consumer.engine_up = True
@@ -78,8 +66,8 @@ async def test_outage_waits_and_poison_goes_to_the_dead_letter_topic(tmp_path: P
         await log.publish(
             TOPIC,
             [
-                OutgoingRecord(b"1", _event(2, "poison").to_bytes()),
-                OutgoingRecord(b"1", _event(3, "ok").to_bytes()),
+                OutgoingRecord(b"1", created_event(2, "poison").to_bytes()),
+                OutgoingRecord(b"1", created_event(3, "ok").to_bytes()),
             ],
         )
         await _wait(lambda: consumer.handled == [1, 3])
