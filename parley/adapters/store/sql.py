@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -61,7 +62,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql.base import Executable
@@ -98,6 +99,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 READER_THREADS = 2
 MYSQL_WRITER_THREADS = 4  # as many as the message writer's concurrent batches on MySQL
+# A MySQL connection used this recently is not pinged at checkout (HikariCP's "alive bypass
+# window"): a ping is a round trip, and under load every batch would pay for it.
+PING_IF_IDLE_FOR = 0.5
 
 # The write batch's statements, built once: with expanding bind parameters (a list bound per
 # execution) SQLAlchemy skips building the expression and its cache key on every batch, which
@@ -921,7 +925,6 @@ class SqlStore:
                 max_overflow=max_overflow,
                 pool_timeout=pool_timeout,
                 pool_recycle=1800,
-                pool_pre_ping=True,
                 connect_args={"connect_timeout": connect_timeout},
                 # READ COMMITTED: a check made after taking the conversation lock sees what the
                 # previous holder committed (REPEATABLE READ would keep an older snapshot).
@@ -936,10 +939,14 @@ class SqlStore:
                 pool_size=MYSQL_WRITER_THREADS,
                 max_overflow=0,
                 pool_recycle=1800,
-                pool_pre_ping=True,
                 connect_args={"connect_timeout": connect_timeout},
                 isolation_level="READ COMMITTED",
+                # Every use is a begin() block that has committed or rolled back by the time the
+                # connection returns: the pool's own ROLLBACK would be one more round trip each.
+                pool_reset_on_return=None,
             )
+            _ping_if_idle(self._writer.sync_engine)
+            _ping_if_idle(self._thread_writer)
             self._db_thread = ThreadPoolExecutor(
                 MYSQL_WRITER_THREADS, thread_name_prefix="parley-mysql-writer"
             )
@@ -1084,6 +1091,26 @@ def _engine_errors_as_unavailable() -> Iterator[None]:
         raise Unavailable(
             "the database is unavailable; nothing was saved, retry later", code="store_unavailable"
         ) from exc
+
+
+def _ping_if_idle(engine: Engine) -> None:
+    """Check a pooled MySQL connection at checkout when it has been idle, like
+    ``pool_pre_ping``, but not when it was in use less than ``PING_IF_IDLE_FOR`` ago: a
+    connection broken since (the server restarted) fails its next statement, and the disconnect
+    it raises makes the pool replace every connection it holds."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["parley_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("parley_checked_in", 0.0) < PING_IF_IDLE_FOR:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
