@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     events_partitions: int = 8
     events_replication_factor: int = 1
     kafka_linger_ms: int = Field(
-        default=5, ge=0, description="the producer's wait for more records before a produce request"
+        # 0: the relay hands each pass's rows to one publish, so there is nothing to wait for;
+        # 5 ms of linger added 10 ms to the relay hop on a busy box (docs/benchmarks.md).
+        default=0,
+        ge=0,
+        description="the producer's wait for more records before a produce request",
     )
     indexer_linger_ms: int = Field(
         default=250,

@@ -74,7 +74,7 @@ class KafkaEventLog:
         *,
         replication_factor: int = 1,
         client_id: str = "parley",
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         request_timeout: float = 15.0,
         connect_timeout: float = 15.0,
         ping_timeout: float = 3.0,
@@ -112,7 +112,8 @@ class KafkaEventLog:
             client_id=self.client_id,
             enable_idempotence=True,
             acks="all",
-            # A few milliseconds of lingering lets concurrent publishes share a produce request.
+            # Records handed to send() together share a produce request anyway; lingering
+            # (PARLEY_KAFKA_LINGER_MS) only helps many small concurrent publishes.
             linger_ms=self.linger_ms,
             request_timeout_ms=int(self.request_timeout * 1000),
         )
