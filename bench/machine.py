@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pymysql  # type: ignore[import-untyped]
+import pymysql
 import redis
 
 from bench.server import EngineUrls

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-import pymysql  # type: ignore[import-untyped]
+import pymysql
 from aiokafka.admin import AIOKafkaAdminClient
 
 # PARLEY_BENCH_SERVER_REPO: start the server from another checkout (a git worktree of another

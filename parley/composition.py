@@ -142,8 +142,9 @@ class Parley:
 
     @cached_property
     def message_writer(self) -> MessageWriter:
-        # SQLite has one writer: one batch at a time. MySQL locks per conversation: several.
-        concurrency = 1 if self.settings.database_url is None else 4
+        # SQLite has one writer: one batch at a time. MySQL locks per conversation: it can run
+        # several, at the cost of smaller batches (more commits and round trips per send).
+        concurrency = 1 if self.settings.database_url is None else self.settings.message_writers
         return MessageWriter(
             self.store,
             self.ids,

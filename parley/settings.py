@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     db_max_overflow: int = 20
     db_pool_timeout: float = 10.0
     db_connect_timeout: float = 5.0
+    message_writers: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        description="concurrent send batches per process on MySQL, each owning a share of the "
+        "conversations (SQLite has one writer: always 1)",
+    )
 
     # Event log
     events_topic: str = "parley.conversation-events.v1"

@@ -189,7 +189,7 @@ def with_database(url: str, database: str) -> str:
 
 def ensure_database(url: str) -> None:
     """CREATE DATABASE IF NOT EXISTS, as the application user of the URL."""
-    import pymysql  # type: ignore[import-untyped]
+    import pymysql
     from sqlalchemy.engine import make_url
 
     u = make_url(url)

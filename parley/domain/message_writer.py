@@ -4,12 +4,12 @@ Why: a durable commit costs an fsync (SQLite) or a redo-log flush (MySQL); shari
 every send that arrived meanwhile multiplies throughput without weakening the promise — each
 send is still acknowledged only after the transaction holding it has committed.
 
-Each batch checks its sends (membership, retries, threads, mentions: ``prepare``, a few
-queries for the whole batch), takes the seqs of its conversations under the conversation lock,
-inserts all messages and all outbox rows, and bumps reply counts, in one transaction. A send
-the checks reject fails alone; if the batch itself fails (say, a concurrent retry of the same
-``client_msg_id`` on another writer), its sends are retried one by one so one bad send cannot
-fail the others.
+Each batch checks its sends (membership, threads, mentions: ``prepare``, a few queries for
+the whole batch), takes the seqs of its conversations under the conversation lock, inserts all
+messages and all outbox rows, and bumps reply counts, in one transaction. Retries of stored
+sends (same ``client_msg_id``) are rare: they are looked up only when the batch's insert hits
+the unique key, and the batch is then written again. A send the checks reject fails alone; if
+the batch itself fails, its sends are retried one by one so one bad send cannot fail the others.
 """
 
 from __future__ import annotations
@@ -56,9 +56,20 @@ class Duplicate:
 
 PreparedSend = Message | Duplicate | DomainError
 # Checks a batch's requests inside its transaction (``messages.prepare_sends``): the writer
-# owns batching and ordering, the send action owns what a valid send is.
-PrepareSends = Callable[[StoreReader, Sequence[SendRequest]], Awaitable[list[PreparedSend]]]
+# owns batching and ordering, the send action owns what a valid send is. The flag: look for
+# stored originals of the requests' client_msg_ids first.
+PrepareSends = Callable[[StoreReader, Sequence[SendRequest], bool], Awaitable[list[PreparedSend]]]
 Outcome = tuple[Message, bool] | DomainError
+
+
+def writer_of(conversation_id: int, writers: int) -> int:
+    """The writer (0 ≤ n < ``writers``) that owns a conversation's sends.
+
+    Not ``id % writers``: a Snowflake id's low bits are its millisecond's sequence, 0 for almost
+    every id made one at a time, so every conversation landed on writer 0. Fibonacci hashing
+    takes the high bits of the id times 2^64/φ, which every bit of the id moves."""
+    mixed = (conversation_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return (mixed >> 32) * writers >> 32
 
 
 @dataclass
@@ -110,7 +121,7 @@ class MessageWriter:
         self._workers = []
 
     def _queue_of(self, pending: PendingSend) -> asyncio.Queue[PendingSend]:
-        return self._queues[pending.request.conversation_id % len(self._queues)]
+        return self._queues[writer_of(pending.request.conversation_id, len(self._queues))]
 
     async def _run(self, queue: asyncio.Queue[PendingSend]) -> None:
         while True:
@@ -119,7 +130,7 @@ class MessageWriter:
                 batch.append(queue.get_nowait())
             started = time.perf_counter()
             try:
-                outcomes = await self._write_batch(batch)
+                outcomes = await self._write_expecting_no_retries(batch)
             except Exception:
                 # Isolate the failing send: retry each alone.
                 for pending in batch:
@@ -127,6 +138,19 @@ class MessageWriter:
                 continue
             self._resolve(batch, outcomes)
             self._on_commit(len(batch), time.perf_counter() - started)
+
+    async def _write_expecting_no_retries(self, batch: list[PendingSend]) -> list[Outcome | None]:
+        """Write the batch without looking for stored originals of its client_msg_ids first: a
+        client's retry of a stored send is rare, and a query per batch is a round trip under
+        the conversations' locks' queue. A retry in the batch makes its INSERT hit the (user,
+        client_msg_id) unique key, the transaction rolls back whole, and the batch is written
+        again with the look-up, which answers the retry with its original."""
+        try:
+            return await self._write_batch(batch, look_up_retries=False)
+        except Conflict as exc:
+            if exc.code != "duplicate":
+                raise
+        return await self._write_batch(batch, look_up_retries=True)
 
     async def _write_alone(self, pending: PendingSend) -> None:
         """One send in its own batch. On MySQL several writers run at once: when another one
@@ -136,7 +160,7 @@ class MessageWriter:
         for attempt in range(1, 4):
             started = time.perf_counter()
             try:
-                self._resolve([pending], await self._write_batch([pending]))
+                self._resolve([pending], await self._write_batch([pending], look_up_retries=True))
                 self._on_commit(1, time.perf_counter() - started)
                 return
             except Exception:
@@ -161,13 +185,15 @@ class MessageWriter:
         if not pending.future.done():
             pending.future.set_exception(exc)
 
-    async def _write_batch(self, batch: list[PendingSend]) -> list[Outcome | None]:
+    async def _write_batch(self, batch: list[PendingSend], *, look_up_retries: bool) -> list[Outcome | None]:
         # transact(): the batch awaits only its writer, so the embedded store can run all of
         # it on its database thread in one hand-off (see the store port).
-        return await self._store.transact(lambda tx: self._write_batch_txn(tx, batch))
+        return await self._store.transact(lambda tx: self._write_batch_txn(tx, batch, look_up_retries))
 
-    async def _write_batch_txn(self, tx: StoreWriter, batch: list[PendingSend]) -> list[Outcome | None]:
-        prepared = await self._prepare(tx, [p.request for p in batch])
+    async def _write_batch_txn(
+        self, tx: StoreWriter, batch: list[PendingSend], look_up_retries: bool
+    ) -> list[Outcome | None]:
+        prepared = await self._prepare(tx, [p.request for p in batch], look_up_retries)
         outcomes: list[Outcome | None] = [None] * len(batch)
         by_conversation: dict[int, list[Message]] = defaultdict(list)
         position: dict[int, int] = {}  # message id → index in the batch

@@ -56,10 +56,9 @@ async def readable_conversation(reader: StoreReader, conversation_id: int, user_
 async def readable_conversations(
     reader: StoreReader, pairs: Collection[tuple[int, int]]
 ) -> dict[tuple[int, int], Conversation | DomainError]:
-    """``readable_conversation`` for many (conversation id, user id) pairs at once: two queries
+    """``readable_conversation`` for many (conversation id, user id) pairs at once: one query
     however many there are (a write batch of sends checks all its senders this way)."""
-    conversations = await reader.get_conversations({c for c, _ in pairs})
-    members = await reader.members_among(pairs)
+    conversations, members = await reader.conversations_with_members(pairs)
     checked: dict[tuple[int, int], Conversation | DomainError] = {}
     for pair in pairs:
         conversation = conversations.get(pair[0])

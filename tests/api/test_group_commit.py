@@ -96,3 +96,37 @@ async def test_one_client_msg_id_sent_to_two_conversations_at_once_is_stored_onc
     ]
     assert [m["text"] for m in stored] == ["where?"]
     await world.close()
+
+
+async def test_retries_of_stored_sends_batched_with_new_sends_get_their_originals(
+    server: RunningServer,
+) -> None:
+    """A batch is first written without looking up retries: a retry of a stored send makes its
+    insert hit the unique key, and the batch is written again. Nothing of the failed attempt
+    shows: no seq is skipped, each new send is stored once."""
+    world = await make_world(server.url)
+    alice, bob = world.users
+    path = f"/api/v1/conversations/{world.channel_id}/messages"
+    originals: dict[str, str] = {}
+    for n in range(5):
+        r = await alice.http.post(path, json={"text": f"first {n}", "client_msg_id": f"stored-{n}"})
+        assert r.status_code == 201, r.text
+        originals[f"stored-{n}"] = r.json()["id"]
+    requests = []
+    for n in range(10):  # interleaved: new sends and retries in the same batches
+        requests.append(alice.http.post(path, json={"text": f"new {n}", "client_msg_id": f"new-{n}"}))
+        if n < 5:
+            retry = {"text": f"first {n}", "client_msg_id": f"stored-{n}"}
+            requests.append(alice.http.post(path, json=retry))
+    responses = await asyncio.gather(*requests)
+
+    answers = {r.json()["client_msg_id"]: (r.status_code, r.json()["id"]) for r in responses}
+    for cmid, message_id in originals.items():
+        assert answers[cmid] == (200, message_id), "a retry gets its original back"
+    assert sorted(code for cmid, (code, _) in answers.items() if cmid.startswith("new-")) == [201] * 10
+    history = await bob.get(f"/conversations/{world.channel_id}/messages", params={"limit": 100})
+    texts = sorted(m["text"] for m in history["messages"])
+    assert texts == sorted([f"first {n}" for n in range(5)] + [f"new {n}" for n in range(10)])
+    seqs = sorted(m["seq"] for m in history["messages"])
+    assert seqs == list(range(seqs[0], seqs[0] + 15)), "gap-free seqs"
+    await world.close()

@@ -179,6 +179,14 @@ async def test_a_failed_transact_leaves_nothing_behind(store: Store) -> None:
         assert await reader.events_after(conv.id, 0, 10) == []
         assert (await reader.get_conversation(conv.id)).last_seq == 0  # type: ignore[union-attr]
 
+    async def bump(tx: StoreWriter) -> int:
+        return await tx.bump_seq_txn(conv.id)
+
+    # No transaction was left open on a pooled connection, holding the conversation's lock:
+    # more blocks than the store has writer connections all get through, in order.
+    seqs = [await asyncio.wait_for(store.transact(bump), 10) for _ in range(8)]
+    assert seqs == list(range(1, 9))
+
 
 async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
     user, conv = await _conversation(store)
@@ -207,7 +215,7 @@ async def test_sqlite_batch_lookups_search_an_index_not_the_whole_table(tmp_path
     try:
         async with parley.store.read() as reader:
             await reader.find_by_client_msg_ids([(1, "a"), (2, "b")])
-            await reader.members_among([(1, 2), (3, 4)])
+            await reader.conversations_with_members([(1, 2), (3, 4)])
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
         await parley.close()
@@ -231,13 +239,14 @@ async def test_batch_lookups_answer_only_for_what_exists(store: Store) -> None:
         messages = await reader.get_messages([first.id, second.id, missing])
         assert await reader.get_messages([]) == {}
         conversations = await reader.get_conversations([conv.id, other_conv.id, missing])
-        members = await reader.members_among(
+        joined, members = await reader.conversations_with_members(
             [(conv.id, user.id), (conv.id, other.id), (other_conv.id, other.id), (missing, user.id)]
         )
         retries = await reader.find_by_client_msg_ids([(user.id, "a"), (other.id, "a"), (user.id, "b")])
-        assert await reader.members_among([]) == set()
+        assert await reader.conversations_with_members([]) == ({}, set())
     assert set(conversations) == {conv.id, other_conv.id}
     assert conversations[conv.id].name == "general"
+    assert joined == conversations
     assert members == {(conv.id, user.id), (other_conv.id, other.id)}
     assert set(retries) == {(user.id, "a"), (other.id, "a")}
     assert retries[(user.id, "a")].conversation_id == conv.id

@@ -18,7 +18,7 @@ import os
 from urllib.parse import urlsplit
 
 import httpx
-import pymysql  # type: ignore[import-untyped]
+import pymysql
 import pytest
 
 from bench import send_deliver

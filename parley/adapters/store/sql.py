@@ -69,6 +69,7 @@ from sqlalchemy.sql.base import Executable
 
 from parley.adapters.store import schema as t
 from parley.adapters.store.migrations import server_lock_name, upgrade_to_head
+from parley.adapters.store.mysql_pipeline import PipeliningConnection
 from parley.domain.errors import Conflict, NotFound, Unavailable
 from parley.domain.events import Event
 from parley.domain.integrations import ApiToken, Bot, TokenKind
@@ -98,7 +99,7 @@ from parley.tracing import request_id_var
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READER_THREADS = 2
-MYSQL_WRITER_THREADS = 4  # as many as the message writer's concurrent batches on MySQL
+MYSQL_WRITER_THREADS = 4  # at least PARLEY_MESSAGE_WRITERS (at most 4), plus the relay
 # A MySQL connection used this recently is not pinged at checkout (HikariCP's "alive bypass
 # window"): a ping is a round trip, and under load every batch would pay for it.
 PING_IF_IDLE_FOR = 0.5
@@ -109,9 +110,17 @@ PING_IF_IDLE_FOR = 0.5
 _conversations_by_id = select(t.conversations).where(
     t.conversations.c.id.in_(bindparam("ids", expanding=True))
 )
-_members_among = select(t.conversation_members.c.conversation_id, t.conversation_members.c.user_id).where(
-    t.conversation_members.c.conversation_id.in_(bindparam("firsts", expanding=True)),
-    t.conversation_members.c.user_id.in_(bindparam("seconds", expanding=True)),
+# A row per conversation and member among the given users (member_id NULL: none of them).
+_conversations_with_members = (
+    select(t.conversations, t.conversation_members.c.user_id.label("member_id"))
+    .select_from(
+        t.conversations.outerjoin(
+            t.conversation_members,
+            (t.conversation_members.c.conversation_id == t.conversations.c.id)
+            & t.conversation_members.c.user_id.in_(bindparam("seconds", expanding=True)),
+        )
+    )
+    .where(t.conversations.c.id.in_(bindparam("firsts", expanding=True)))
 )
 _messages_by_client_msg_id = select(t.messages).where(
     t.messages.c.user_id.in_(bindparam("firsts", expanding=True)),
@@ -139,6 +148,9 @@ class _Connection(Protocol):
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
 
 
+WriteConflict = Callable[[], Exception]
+
+
 class _ThreadConnection:
     """A synchronous connection behind ``AsyncConnection``'s face, for code already running on
     the database thread: ``execute`` completes without suspending, so a whole ``transact()``
@@ -153,6 +165,18 @@ class _ThreadConnection:
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
+
+    def execute_later(
+        self, statement: Executable, parameters: Any = None, on_conflict: WriteConflict | None = None
+    ) -> bool:
+        """Hold back a write whose result nobody reads, to go out with the next statement (see
+        ``mysql_pipeline``); False when this connection cannot (it was not held back)."""
+        raw = self._conn.connection.dbapi_connection
+        if not isinstance(raw, PipeliningConnection):
+            return False
+        with raw.deferred(on_conflict):
+            self._conn.execute(statement, parameters)
+        return True
 
 
 async def _on_thread(
@@ -180,6 +204,10 @@ def _run_to_completion(coro: Coroutine[Any, Any, T]) -> T:
         return cast(T, done.value)
     coro.close()
     raise RuntimeError("a transact() block awaited something other than its store writer")
+
+
+def _duplicate_message() -> Conflict:
+    return Conflict("a message with this client_msg_id already exists", code="duplicate")
 
 
 def _db(value: datetime) -> datetime:
@@ -270,6 +298,21 @@ class SqlSession:
         self._c = conn
         # Outbox rows this transaction added, for the store's commit feed (None: not followed).
         self._appended = appended
+
+    async def _write(
+        self, statement: Executable, parameters: Any = None, on_conflict: WriteConflict | None = None
+    ) -> None:
+        """A write whose result is not read: held back to go out with the transaction's next
+        statement where the connection can (MySQL's writer threads), else executed now."""
+        later = getattr(self._c, "execute_later", None)
+        if later is not None and later(statement, parameters, on_conflict):
+            return
+        try:
+            await self._c.execute(statement, parameters)
+        except IntegrityError as exc:
+            if on_conflict is None:
+                raise
+            raise on_conflict() from exc
 
     # -- users ---------------------------------------------------------------------------
     async def get_user(self, user_id: int) -> User | None:
@@ -435,12 +478,20 @@ class SqlSession:
         ).first()
         return row is not None
 
-    async def members_among(self, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    async def conversations_with_members(
+        self, pairs: Collection[tuple[int, int]]
+    ) -> tuple[dict[int, Conversation], set[tuple[int, int]]]:
         if not pairs:
-            return set()
+            return {}, set()
         wanted = set(pairs)
-        rows = await self._c.execute(_members_among, _pairs_in(wanted))
-        return {key for row in rows if (key := (row.conversation_id, row.user_id)) in wanted}
+        conversations: dict[int, Conversation] = {}
+        members: set[tuple[int, int]] = set()
+        for row in await self._c.execute(_conversations_with_members, _pairs_in(wanted)):
+            if row.id not in conversations:
+                conversations[row.id] = _conversation(row)
+            if (key := (row.id, row.member_id)) in wanted:
+                members.add(key)
+        return conversations, members
 
     async def member_ids(self, conversation_id: int) -> list[int]:
         cm = t.conversation_members
@@ -541,7 +592,7 @@ class SqlSession:
         if self._c.dialect.name == "sqlite":  # RETURNING saves a round trip (not in MySQL)
             rows = await self._c.execute(bump.returning(c.c.id, c.c.last_seq))
         else:
-            await self._c.execute(bump)
+            await self._write(bump)
             rows = await self._c.execute(select(c.c.id, c.c.last_seq).where(c.c.id.in_(ids)))
         last = {row.id: int(row.last_seq) for row in rows}
         if len(last) != len(ids):
@@ -553,7 +604,7 @@ class SqlSession:
         if self._c.dialect.name == "sqlite":
             row = (await self._c.execute(_bump_one_seq_returning, params)).first()
         else:
-            await self._c.execute(_bump_one_seq, params)
+            await self._write(_bump_one_seq, params)
             row = (await self._c.execute(_last_seq_of, params)).first()
         if row is None:
             raise NotFound("conversation not found", code="channel_not_found")
@@ -664,11 +715,8 @@ class SqlSession:
             yield [_message(r) for r in rows]
 
     async def insert_messages_txn(self, messages: Sequence[Message]) -> None:
-        try:
-            await self._c.execute(_insert_message, [_message_values(m) for m in messages])
-        except IntegrityError as exc:
-            # Only a concurrent retry of the same (user, client_msg_id) can collide here.
-            raise Conflict("a message with this client_msg_id already exists", code="duplicate") from exc
+        # Only a concurrent retry of the same (user, client_msg_id) can collide here.
+        await self._write(_insert_message, [_message_values(m) for m in messages], _duplicate_message)
 
     async def update_message_txn(self, message: Message) -> None:
         values = _message_values(message)
@@ -677,7 +725,7 @@ class SqlSession:
 
     async def increment_reply_count_txn(self, root_id: int, by: int) -> None:
         m = t.messages
-        await self._c.execute(update(m).where(m.c.id == root_id).values(reply_count=m.c.reply_count + by))
+        await self._write(update(m).where(m.c.id == root_id).values(reply_count=m.c.reply_count + by))
 
     async def add_reaction_txn(self, message_id: int, user_id: int, emoji: str) -> bool:
         r = t.reactions
@@ -741,7 +789,7 @@ class SqlSession:
             for e, payload in zip(events, payloads, strict=True)
         ]
         if self._appended is None:
-            await self._c.execute(_insert_outbox, rows)
+            await self._write(_insert_outbox, rows)
             return
         inserted = await self._c.execute(_insert_outbox_returning, rows)
         self._appended.extend(
@@ -776,7 +824,7 @@ class SqlSession:
 
     async def mark_published_txn(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
-            await self._c.execute(
+            await self._write(
                 update(t.outbox).where(t.outbox.c.id.in_(list(outbox_ids))).values(published=True)
             )
 
@@ -945,6 +993,7 @@ class SqlStore:
                 # connection returns: the pool's own ROLLBACK would be one more round trip each.
                 pool_reset_on_return=None,
             )
+            _pipeline_writes(self._thread_writer)
             _ping_if_idle(self._writer.sync_engine)
             _ping_if_idle(self._thread_writer)
             self._db_thread = ThreadPoolExecutor(
@@ -1091,6 +1140,15 @@ def _engine_errors_as_unavailable() -> Iterator[None]:
         raise Unavailable(
             "the database is unavailable; nothing was saved, retry later", code="store_unavailable"
         ) from exc
+
+
+def _pipeline_writes(engine: Engine) -> None:
+    """The engine's connections hold back writes nobody reads the result of, to send them with
+    the next statement (``mysql_pipeline``): its every use is a ``transact()`` block."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> PipeliningConnection:
+        return PipeliningConnection(*cargs, **cparams)
 
 
 def _ping_if_idle(engine: Engine) -> None:

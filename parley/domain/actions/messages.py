@@ -107,13 +107,21 @@ async def send_message(
     return await deps.message_writer.submit(request)
 
 
-async def prepare_sends(reader: StoreReader, requests: Sequence[SendRequest]) -> list[PreparedSend]:
+async def prepare_sends(
+    reader: StoreReader, requests: Sequence[SendRequest], look_up_retries: bool = True
+) -> list[PreparedSend]:
     """Check a write batch's sends and complete them into messages (seq still 0), in the batch's
     transaction: a new ``Message``, the ``Duplicate`` original of a retry, or the error that
-    rejects the send. A handful of queries per batch, not per send (group commit's point)."""
+    rejects the send. A handful of queries per batch, not per send (group commit's point).
+    Without ``look_up_retries`` a retry is not recognised here: its insert will hit the
+    (user, client_msg_id) unique key instead (see ``MessageWriter``)."""
     readable = await readable_conversations(reader, {(r.conversation_id, r.user_id) for r in requests})
-    retries = await reader.find_by_client_msg_ids(
-        {(r.user_id, r.client_msg_id) for r in requests if r.client_msg_id}
+    retries = (
+        await reader.find_by_client_msg_ids(
+            {(r.user_id, r.client_msg_id) for r in requests if r.client_msg_id}
+        )
+        if look_up_retries
+        else {}
     )
     prepared: list[PreparedSend] = []
     for request in requests:
