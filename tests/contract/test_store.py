@@ -377,3 +377,42 @@ async def test_a_commit_feed_announces_each_committed_outbox_row_once_in_commit_
     assert [(r.id, r.payload) for r in announced] == [(r.id, r.payload) for r in table]
     assert [orjson.loads(r.payload)["seq"] for r in announced] == [1, 2, 3]
     assert feed.take() == ([], False), "each row is announced once"
+
+
+async def test_the_relays_read_of_unpublished_rows_searches_an_index(store: Store) -> None:
+    """The outbox keeps every published row for replay (hours of them), so the relay's read of
+    what is left to publish must find it through the (published, id) index, not by walking the
+    table: the plan is checked on the engine itself."""
+    _, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.append_events_txn([_event(conv, seq) for seq in range(1, 2001)])
+    async with store.read() as reader:
+        published = [r.id for r in await reader.unpublished_events(2000)]
+    async with store.write() as tx:
+        await tx.mark_published_txn(published)
+        await tx.append_events_txn([_event(conv, seq) for seq in range(2001, 2004)])
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM outbox" in statement and statement.lstrip().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        async with store.read() as reader:
+            assert len(await reader.unpublished_events(500)) == 3
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+    (statement, parameters), *_ = seen
+    assert isinstance(store, SqlStore)
+    if store.is_sqlite:
+        db = sqlite3.connect(store.url.split("///", 1)[1])
+        plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "ix_outbox_unpublished" in plan, plan
+        return
+    async with store.read() as reader:
+        # Fresh statistics: InnoDB refreshes them in the background, and the plan follows them.
+        await reader._c.exec_driver_sql("ANALYZE TABLE outbox")  # type: ignore[attr-defined]
+        explained = await reader._c.exec_driver_sql(f"EXPLAIN {statement}", parameters)  # type: ignore[attr-defined]
+        plan = [dict(row._mapping) for row in explained]
+    assert [row["key"] for row in plan] == ["ix_outbox_unpublished"], plan

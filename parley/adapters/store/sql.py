@@ -54,6 +54,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     make_url,
@@ -807,7 +808,13 @@ class SqlSession:
         o = t.outbox
         rows = await self._c.execute(
             select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id, o.c.created_at)
-            .where(o.c.published.is_(False))
+            # The outbox keeps published rows for replay (hours of them): this read must go
+            # through the (published, id) index. MariaDB used none for "IS false", and for
+            # "= false ORDER BY id LIMIT n" it guesses that half the rows match and often walks
+            # the primary key in id order instead: the whole table when none match. Hence the
+            # hint (SQLite picks the index by itself).
+            .where(o.c.published == false())
+            .with_hint(o, "FORCE INDEX (ix_outbox_unpublished)", dialect_name="mysql")
             .order_by(o.c.id)
             .limit(limit)
         )
