@@ -416,3 +416,37 @@ async def test_the_relays_read_of_unpublished_rows_searches_an_index(store: Stor
         explained = await reader._c.exec_driver_sql(f"EXPLAIN {statement}", parameters)  # type: ignore[attr-defined]
         plan = [dict(row._mapping) for row in explained]
     assert [row["key"] for row in plan] == ["ix_outbox_unpublished"], plan
+
+
+async def test_pruning_finds_old_published_rows_through_an_index(store: Store) -> None:
+    """The relay prunes every ten minutes; only the rows past the retention may be visited."""
+    _, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.append_events_txn([_event(conv, seq) for seq in range(1, 2001)])
+    async with store.read() as reader:
+        published = [r.id for r in await reader.unpublished_events(2000)]
+    async with store.write() as tx:
+        await tx.mark_published_txn(published)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("DELETE FROM outbox"):
+            seen.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        await store.transact(lambda tx: tx.prune_events_txn(_now() - timedelta(hours=1)))
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+    (statement, parameters), *_ = seen
+    assert isinstance(store, SqlStore)
+    if store.is_sqlite:
+        db = sqlite3.connect(store.url.split("///", 1)[1])
+        plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "ix_outbox_published_age" in plan, plan
+        return
+    async with store.read() as reader:
+        await reader._c.exec_driver_sql("ANALYZE TABLE outbox")  # type: ignore[attr-defined]
+        explained = await reader._c.exec_driver_sql(f"EXPLAIN {statement}", parameters)  # type: ignore[attr-defined]
+        plan = [dict(row._mapping) for row in explained]
+    assert [row["key"] for row in plan] == ["ix_outbox_published_age"], plan

@@ -153,6 +153,7 @@ outbox = Table(
     Column("request_id", String(64), nullable=True),
     UniqueConstraint("conversation_id", "seq", name="uq_outbox_conversation_seq"),
     Index("ix_outbox_unpublished", "published", "id"),
+    Index("ix_outbox_published_age", "published", "created_at"),  # pruning (migration 0004)
 )
 
 # -- Slack-compatible facade (migration 0003) ------------------------------------------------
