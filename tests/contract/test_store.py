@@ -379,28 +379,31 @@ async def test_a_commit_feed_announces_each_committed_outbox_row_once_in_commit_
     assert feed.take() == ([], False), "each row is announced once"
 
 
-async def test_the_relays_read_of_unpublished_rows_searches_an_index(store: Store) -> None:
-    """The outbox keeps every published row for replay (hours of them), so the relay's read of
-    what is left to publish must find it through the (published, id) index, not by walking the
-    table: the plan is checked on the engine itself."""
+async def _outbox_of_published_rows(store: Store, rows: int = 2000) -> Conversation:
+    """An outbox as a running relay leaves it: many rows, all published."""
     _, conv = await _conversation(store)
     async with store.write() as tx:
-        await tx.append_events_txn([_event(conv, seq) for seq in range(1, 2001)])
+        await tx.append_events_txn([_event(conv, seq) for seq in range(1, rows + 1)])
     async with store.read() as reader:
-        published = [r.id for r in await reader.unpublished_events(2000)]
+        published = [r.id for r in await reader.unpublished_events(rows)]
     async with store.write() as tx:
         await tx.mark_published_txn(published)
-        await tx.append_events_txn([_event(conv, seq) for seq in range(2001, 2004)])
+    return conv
+
+
+async def _assert_uses_index(store: Store, statement_start: str, run: Any, index: str) -> None:
+    """Run ``run()`` and check, on the engine itself, that the statement starting with
+    ``statement_start`` it executed goes through ``index`` (EXPLAIN after fresh statistics on
+    MariaDB, whose InnoDB refreshes them in the background; EXPLAIN QUERY PLAN on SQLite)."""
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM outbox" in statement and statement.lstrip().startswith("SELECT"):
+        if statement.lstrip().startswith(statement_start):
             seen.append((statement, parameters))
 
     event.listen(Engine, "before_cursor_execute", capture)
     try:
-        async with store.read() as reader:
-            assert len(await reader.unpublished_events(500)) == 3
+        await run()
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
     (statement, parameters), *_ = seen
@@ -408,45 +411,35 @@ async def test_the_relays_read_of_unpublished_rows_searches_an_index(store: Stor
     if store.is_sqlite:
         db = sqlite3.connect(store.url.split("///", 1)[1])
         plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
-        assert "ix_outbox_unpublished" in plan, plan
+        assert index in plan, plan
         return
     async with store.read() as reader:
-        # Fresh statistics: InnoDB refreshes them in the background, and the plan follows them.
         await reader._c.exec_driver_sql("ANALYZE TABLE outbox")  # type: ignore[attr-defined]
         explained = await reader._c.exec_driver_sql(f"EXPLAIN {statement}", parameters)  # type: ignore[attr-defined]
-        plan = [dict(row._mapping) for row in explained]
-    assert [row["key"] for row in plan] == ["ix_outbox_unpublished"], plan
+        rows = [dict(row._mapping) for row in explained]
+    assert [row["key"] for row in rows] == [index], rows
+
+
+async def test_the_relays_read_of_unpublished_rows_searches_an_index(store: Store) -> None:
+    """The outbox keeps every published row for replay (hours of them), so the relay's read of
+    what is left to publish must find it through the (published, id) index, not by walking the
+    table."""
+    conv = await _outbox_of_published_rows(store)
+    async with store.write() as tx:
+        await tx.append_events_txn([_event(conv, seq) for seq in range(2001, 2004)])
+
+    async def read() -> None:
+        async with store.read() as reader:
+            assert len(await reader.unpublished_events(500)) == 3
+
+    await _assert_uses_index(store, "SELECT outbox.id", read, "ix_outbox_unpublished")
 
 
 async def test_pruning_finds_old_published_rows_through_an_index(store: Store) -> None:
     """The relay prunes every ten minutes; only the rows past the retention may be visited."""
-    _, conv = await _conversation(store)
-    async with store.write() as tx:
-        await tx.append_events_txn([_event(conv, seq) for seq in range(1, 2001)])
-    async with store.read() as reader:
-        published = [r.id for r in await reader.unpublished_events(2000)]
-    async with store.write() as tx:
-        await tx.mark_published_txn(published)
-    seen: list[tuple[str, Any]] = []
+    await _outbox_of_published_rows(store)
 
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().startswith("DELETE FROM outbox"):
-            seen.append((statement, parameters))
-
-    event.listen(Engine, "before_cursor_execute", capture)
-    try:
+    async def prune() -> None:
         await store.transact(lambda tx: tx.prune_events_txn(_now() - timedelta(hours=1)))
-    finally:
-        event.remove(Engine, "before_cursor_execute", capture)
-    (statement, parameters), *_ = seen
-    assert isinstance(store, SqlStore)
-    if store.is_sqlite:
-        db = sqlite3.connect(store.url.split("///", 1)[1])
-        plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
-        assert "ix_outbox_published_age" in plan, plan
-        return
-    async with store.read() as reader:
-        await reader._c.exec_driver_sql("ANALYZE TABLE outbox")  # type: ignore[attr-defined]
-        explained = await reader._c.exec_driver_sql(f"EXPLAIN {statement}", parameters)  # type: ignore[attr-defined]
-        plan = [dict(row._mapping) for row in explained]
-    assert [row["key"] for row in plan] == ["ix_outbox_published_age"], plan
+
+    await _assert_uses_index(store, "DELETE FROM outbox", prune, "ix_outbox_published_age")
