@@ -30,6 +30,13 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="proxies whose X-Forwarded-For is trusted (nginx); '*' in compose"
     )
     startup_timeout: float = Field(default=60.0, description="seconds to wait for each engine at start-up")
+    nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="added to the process's nice value at start: work off the users' path (the "
+        "indexer, the cache) yields the CPU to the delivery path when they share a machine",
+    )
 
     # Engines. Absent → embedded adapter.
     data_dir: Path = Path("./data")

@@ -67,8 +67,14 @@ ENGINE_VARS = (
     "PARLEY_ELASTICSEARCH_URL",
 )
 # Set per process or by the cluster itself; never taken from the caller's environment.
-CLUSTER_VARS = frozenset({"PARLEY_HOST", "PARLEY_PORT", "PARLEY_NODE_ID", "PARLEY_SECRET_KEY", "PARLEY_ENV"})
+CLUSTER_VARS = frozenset(
+    {"PARLEY_HOST", "PARLEY_PORT", "PARLEY_NODE_ID", "PARLEY_SECRET_KEY", "PARLEY_ENV", "PARLEY_NICE"}
+)
 WORKERS = ("relay", "fanout", "indexer", "cache")
+# Off the users' path (search freshness, a watermarked history cache): at a lower CPU priority,
+# so on one machine they yield the cores to the hops a delivery waits on (PARLEY_NICE).
+BACKGROUND = frozenset({"indexer", "cache"})
+BACKGROUND_NICE = "10"
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -317,6 +323,8 @@ def program_section(spec: Spec, proc: Process, shared_env: Mapping[str, str]) ->
     else:
         command = [sys.executable, "-m", f"services.{proc.kind}"]
         env = {**shared_env, "PARLEY_PORT": str(proc.port), "PARLEY_NODE_ID": str(proc.node_id)}
+        if proc.kind in BACKGROUND:
+            env["PARLEY_NICE"] = BACKGROUND_NICE
         stopsignal = "TERM"
     return fill(
         PROGRAM_TEMPLATE.read_text(),

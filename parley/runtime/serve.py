@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import socket
 from collections.abc import Callable
 from types import FrameType
@@ -36,10 +37,20 @@ def run(service: str, description: str, build: Callable[[Settings], FastAPI]) ->
     host = args.host or settings.host
     port = args.port or settings.port
     configure_logging(service, settings.log_level, settings.log_format)
+    lower_priority(settings.nice)
     app = build(settings)
     print(f"parley {service}: http://{host}:{port}/  (data: {settings.data_dir.resolve()})", flush=True)
     config = server_config(app, settings, host, port)
     DrainingServer(config, app).run()
+
+
+def lower_priority(increment: int) -> None:
+    """Yield the CPU to the processes users wait on (``PARLEY_NICE``): on a shared machine a
+    background consumer's burst (the indexer's bulk writes) otherwise delays every hop of a
+    delivery that waits for a core behind it (measured: docs/benchmarks.md, session 9)."""
+    if increment:
+        niceness = os.nice(increment)
+        logging.getLogger(__name__).info("running at nice %d (PARLEY_NICE)", niceness)
 
 
 def server_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import uuid
@@ -346,3 +347,20 @@ async def test_gateway_serves_the_page_with_security_headers_and_gzipped_json(cl
     assert health.json() == {"status": "ok", "service": "gateway"}
     assert openapi.status_code == 200 and openapi.headers.get("Content-Encoding") == "gzip"
     assert "/api/v1/auth/login" in openapi.json()["paths"]
+
+
+def test_consumers_off_the_users_path_run_at_a_lower_cpu_priority(cluster: Cluster) -> None:
+    """The indexer and the cache yield the cores to the hops a delivery waits on."""
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())  # what the launcher's children inherit
+    niceness = {
+        name: os.getpriority(os.PRIO_PROCESS, cluster.pid(name))
+        for name in ("indexer", "cache", "realtime-1", "relay", "fanout", "api-1")
+    }
+    assert niceness == {
+        "indexer": base + 10,
+        "cache": base + 10,
+        "realtime-1": base,
+        "relay": base,
+        "fanout": base,
+        "api-1": base,
+    }

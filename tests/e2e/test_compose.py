@@ -87,6 +87,12 @@ def test_every_parley_node_has_its_own_node_id_and_the_topology_is_complete(comp
         assert services[name]["image"] == "parley:local", "one image, the service chosen by command"
 
 
+def test_only_the_consumers_off_the_users_path_run_at_a_lower_cpu_priority(compose: dict[str, Any]) -> None:
+    niceness = {name: compose["services"][name]["environment"].get("PARLEY_NICE") for name in PARLEY_SERVICES}
+    assert {name for name, nice in niceness.items() if nice} == {"indexer", "cache"}
+    assert niceness["indexer"] == niceness["cache"] == "10"
+
+
 def test_every_dependency_waits_for_a_healthcheck(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name, service in services.items():
