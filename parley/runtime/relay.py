@@ -3,10 +3,13 @@
 Guarantee: every committed outbox row is published at least once; rows are published in
 outbox id order, which within one conversation is seq order (the conversation lock orders
 them), and keyed by conversation id, so each conversation's events keep their order in one
-partition. A crash between publish and ``mark_published`` republishes a few rows: consumers are
-idempotent. A failed publish marks nothing: the next pass publishes the same rows again, which
-relies on the event log's promise that a failed publish does not make the next one fail (the
-Kafka adapter replaces its idempotent producer after a failure, see ``KafkaEventLog.publish``).
+partition. Rows are marked published in the background, in publish order and at most
+``MARK_INTERVAL`` behind, so a pass does not wait for the previous one's mark (a round trip to
+the store); a read skips what was published and is not marked yet. A crash between publish and
+mark republishes those rows: consumers are idempotent. A failed publish marks nothing: the next
+pass publishes the same rows again, which relies on the event log's promise that a failed
+publish does not make the next one fail (the Kafka adapter replaces its idempotent producer
+after a failure, see ``KafkaEventLog.publish``).
 Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual latency is one
 round trip, with a poll as the safety net.
 
@@ -42,10 +45,11 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "parley-outbox-relay"
 LEASE_CHECK_INTERVAL = 2.0
 PRUNE_INTERVAL = 600.0
-# Marks of rows published from the commit feed are gathered for this long into one transaction:
-# they do not delay delivery, but each one takes a turn of the store's single writer.
+# Marks of published rows are gathered for this long into one transaction: they do not delay
+# delivery, but each one takes a turn of a store writer.
 MARK_INTERVAL = 0.1
-# At most this many ids per mark transaction (SQLite takes at most 32,766 bound parameters).
+# At most this many ids per mark transaction (SQLite takes at most 32,766 bound parameters);
+# as many published and unmarked make the next read wait for their marks.
 MARK_CHUNK = 5_000
 
 
@@ -78,7 +82,7 @@ class OutboxRelay:
         self._following_feed = False
         # Ids the last table pass published: their commits may be announced on the feed too.
         self._from_table: set[int] = set()
-        # Published from the feed, not yet marked: one list per publish, in publish order.
+        # Published, not yet marked: one list per publish, in publish order.
         self._unmarked: list[list[int]] = []
         self._marks_due = asyncio.Event()
         self._marking = asyncio.Lock()
@@ -100,8 +104,7 @@ class OutboxRelay:
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen_for_wakeups(), name="outbox-relay-wakeups"),
         ]
-        if self._feed is not None:
-            self._tasks.append(asyncio.create_task(self._mark_in_background(), name="outbox-relay-marks"))
+        self._tasks.append(asyncio.create_task(self._mark_in_background(), name="outbox-relay-marks"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -202,15 +205,22 @@ class OutboxRelay:
         return await self._publish_from_table()
 
     async def _publish_from_table(self) -> int:
-        """Publish up to a batch of unpublished rows, then mark them published."""
-        await self._flush_marks()  # so the table does not show rows already published
+        """Publish up to a batch of unpublished rows; they are marked published in the
+        background, so the next pass does not wait for this one's mark."""
+        # Taken before the read: a row whose mark commits during the read is either still in
+        # this set or already marked in what the read sees — never published twice.
+        in_flight = {i for published in self._unmarked for i in published}
+        if len(in_flight) >= MARK_CHUNK:
+            await self._flush_marks()  # marking fell behind: hold the reads, not the memory
+            in_flight = set()
         if self._feed is not None:
             self._feed.take()  # committed before the read below, so the read sees them
-        rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size))
+        rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size, in_flight))
         metrics.RELAY_LAG.set(len(rows))
         if rows:
             await self._publish(rows)
-            await self._mark([r.id for r in rows])
+            self._unmarked.append([r.id for r in rows])
+            self._marks_due.set()
         if self._feed is not None and len(rows) < self._batch_size:
             # Caught up. Rows committed between the take and the read are in both; the next
             # take skips them.

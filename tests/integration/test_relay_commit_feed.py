@@ -295,3 +295,50 @@ async def test_a_commit_during_a_table_pass_is_published_without_waiting_for_the
         assert log.done
     finally:
         await relay.stop()
+
+
+class MarksHeldBack:
+    """The store, except that the relay's mark transactions wait until ``release`` is set: a
+    store writer busy elsewhere, or a slow round trip."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.release = asyncio.Event()
+        self.marks_waiting = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def transact(self, work: Any) -> Any:
+        self.marks_waiting += 1
+        await self.release.wait()
+        self.marks_waiting -= 1
+        return await self._store.transact(work)
+
+
+async def test_a_table_pass_waits_neither_for_the_last_pass_marks_nor_republishes_its_rows(
+    running: Running,
+) -> None:
+    store = MarksHeldBack(running.store)
+    relay = OutboxRelay(
+        store,  # type: ignore[arg-type]
+        running.parley.event_log,
+        running.parley.pubsub,
+        topic=running.parley.settings.events_topic,
+        poll_interval=0.05,
+    )  # no feed: the table mode of the cluster's relay
+    relay.start()
+    try:
+        await running.commit(1)
+        assert await running.published_seqs(1) == [1]
+        await running.commit(2)
+        # Row 1's mark has not committed: the table still shows it unpublished.
+        assert await running.published_seqs(2) == [2, 3]
+        assert store.marks_waiting >= 1 and await running.unmarked() == 3
+        store.release.set()
+        await _until_all_marked(running)
+        await running.commit(1)
+        assert await running.published_seqs(1) == [4], "nothing published twice"
+    finally:
+        store.release.set()
+        await relay.stop()

@@ -805,9 +805,9 @@ class SqlSession:
             for r, e, p in zip(inserted, events, payloads, strict=True)
         )
 
-    async def unpublished_events(self, limit: int) -> list[OutboxRow]:
+    async def unpublished_events(self, limit: int, excluding: Collection[int] = ()) -> list[OutboxRow]:
         o = t.outbox
-        rows = await self._c.execute(
+        query = (
             select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id, o.c.created_at)
             # The outbox keeps published rows for replay (hours of them): this read must go
             # through the (published, id) index. MariaDB used none for "IS false", and for
@@ -819,6 +819,9 @@ class SqlSession:
             .order_by(o.c.id)
             .limit(limit)
         )
+        if excluding:
+            query = query.where(o.c.id.not_in(sorted(excluding)))
+        rows = await self._c.execute(query)
         return [
             OutboxRow(
                 id=r.id,
