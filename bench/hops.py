@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 AGE_METRIC = "parley_event_age_seconds"
+PHASE_METRIC = "parley_write_batch_phase_seconds"  # where a group-commit batch's time goes
 WRITE_TOTALS = {  # group commit: sample name → key
     "parley_write_batch_sends_sum": "sends",
     "parley_write_batch_sends_count": "batches",
@@ -34,6 +35,7 @@ Buckets = dict[str, list[tuple[float, float]]]  # hop → [(upper bound s, cumul
 class Scrape:
     ages: Buckets
     write_totals: dict[str, float]
+    batch_phases: Buckets = field(default_factory=dict)
 
 
 async def scrape(base_url: str) -> Scrape:
@@ -51,21 +53,29 @@ async def scrape_all(base_urls: Sequence[str]) -> Scrape:
 
 def merge(scrapes: Sequence[Scrape]) -> Scrape:
     """Histograms of several processes as one: counts of the same hop and bound added up."""
-    ages: dict[str, dict[float, float]] = {}
     totals: dict[str, float] = {}
     for one in scrapes:
-        for hop, points in one.ages.items():
-            summed = ages.setdefault(hop, {})
-            for bound, count in points:
-                summed[bound] = summed.get(bound, 0.0) + count
         for key, value in one.write_totals.items():
             totals[key] = totals.get(key, 0.0) + value
-    return Scrape({hop: sorted(points.items()) for hop, points in ages.items()}, totals)
+    return Scrape(
+        _summed([one.ages for one in scrapes]), totals, _summed([one.batch_phases for one in scrapes])
+    )
+
+
+def _summed(histograms: Sequence[Buckets]) -> Buckets:
+    summed: dict[str, dict[float, float]] = {}
+    for buckets in histograms:
+        for label, points in buckets.items():
+            into = summed.setdefault(label, {})
+            for bound, count in points:
+                into[bound] = into.get(bound, 0.0) + count
+    return {label: sorted(points.items()) for label, points in summed.items()}
 
 
 def parse(text: str) -> Scrape:
     """One ``/metrics`` page's event-age buckets and group-commit totals."""
     ages: Buckets = {}
+    phases: Buckets = {}
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -73,7 +83,14 @@ def parse(text: str) -> Scrape:
                 totals[WRITE_TOTALS[sample.name]] = sample.value
             elif family.name == AGE_METRIC and sample.name.endswith("_bucket"):
                 ages.setdefault(sample.labels["hop"], []).append((float(sample.labels["le"]), sample.value))
-    return Scrape({hop: sorted(points) for hop, points in ages.items()}, totals)
+            elif family.name == PHASE_METRIC and sample.name.endswith("_bucket"):
+                point = (float(sample.labels["le"]), sample.value)
+                phases.setdefault(sample.labels["phase"], []).append(point)
+    return Scrape(
+        {hop: sorted(points) for hop, points in ages.items()},
+        totals,
+        {phase: sorted(points) for phase, points in phases.items()},
+    )
 
 
 def median_ms(before: Scrape, after: Scrape) -> dict[str, float]:
@@ -84,9 +101,19 @@ def median_ms(before: Scrape, after: Scrape) -> dict[str, float]:
 def quantile_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
     """Each hop's ``q`` quantile of event age (ms) between the two scrapes, interpolated within
     the histogram bucket it falls in (the top bucket's lower bound if it is the open one)."""
+    return _quantiles_ms(before.ages, after.ages, q)
+
+
+def batch_phase_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
+    """The ``q`` quantile (ms) of each phase of the group-commit batches between the scrapes
+    (handoff, check, seqs, rows, commit: see ``BatchTiming``)."""
+    return _quantiles_ms(before.batch_phases, after.batch_phases, q)
+
+
+def _quantiles_ms(before: Buckets, after: Buckets, q: float) -> dict[str, float]:
     quantiles: dict[str, float] = {}
-    for hop, points in after.ages.items():
-        earlier = dict(before.ages.get(hop, []))
+    for hop, points in after.items():
+        earlier = dict(before.get(hop, []))
         counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in points]
         total = counts[-1][1]
         if total <= 0:

@@ -160,6 +160,20 @@ FIGURES = [
 ]
 
 
+def _batch_phase_figures(before: hops.Scrape, after: hops.Scrape) -> dict[str, float]:
+    """Where phase B's batches spent their time, p50 / p99 of each phase (``BatchTiming``)."""
+    p50, p99 = hops.batch_phase_ms(before, after, 0.5), hops.batch_phase_ms(before, after, 0.99)
+    if not p50:
+        return {}
+    progress(
+        "phase B: batch phases, p50 / p99 ms: "
+        + ", ".join(f"{phase} {p50[phase]:.1f} / {p99[phase]:.1f}" for phase in p50)
+    )
+    return {f"batch_{phase}_p50_ms": ms for phase, ms in p50.items()} | {
+        f"batch_{phase}_p99_ms": ms for phase, ms in p99.items()
+    }
+
+
 async def run_once(options: Options, mode: Mode) -> dict[str, float]:
     async with running_target(options, mode) as server:
         senders, listeners = await _set_up(server, options)
@@ -181,6 +195,7 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             progress(
                 f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
             )
+            result |= _batch_phase_figures(before, after)
             result["order_violations"] = float(sum(lis.out_of_order for lis in listeners))
             result["errors"] = float(sum(len(s.errors) for s in senders))
             return result

@@ -29,7 +29,7 @@ from parley.adapters.search.fts5 import Fts5SearchIndex
 from parley.adapters.store.sql import SqlStore
 from parley.domain.actions import messages
 from parley.domain.deps import Deps
-from parley.domain.message_writer import MessageWriter
+from parley.domain.message_writer import BatchTiming, MessageWriter
 from parley.ids import IdGenerator
 from parley.ports.cache import HistoryCache, Presence, RateLimiter
 from parley.ports.eventlog import EventLog
@@ -178,9 +178,10 @@ class Parley:
             outbox_written=self.outbox_written,
         )
 
-    def _batch_committed(self, sends: int, seconds: float) -> None:
+    def _batch_committed(self, sends: int, seconds: float, timing: BatchTiming) -> None:
         metrics.WRITE_BATCH_SIZE.observe(sends)
         metrics.WRITE_BATCH_SECONDS.observe(seconds)
+        metrics.observe_batch_phases(timing.phases())
         self.outbox_written()
 
     def outbox_written(self) -> None:

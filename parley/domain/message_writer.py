@@ -72,6 +72,30 @@ def writer_of(conversation_id: int, writers: int) -> int:
     return (mixed >> 32) * writers >> 32
 
 
+@dataclass(slots=True)
+class BatchTiming:
+    """Where a batch's time went (``time.perf_counter()`` marks, seconds): the hand-off to the
+    store's writer, the checks, taking the seqs (on MySQL: waiting for the conversations' row
+    locks, which other nodes' batches hold until their commit), building and holding back the
+    rows, and the commit with the hand-back. Its last attempt, if it was written twice."""
+
+    started: float = 0.0
+    running: float = 0.0
+    checked: float = 0.0
+    sequenced: float = 0.0
+    written: float = 0.0
+    committed: float = 0.0
+
+    def phases(self) -> dict[str, float]:
+        marks = (self.started, self.running, self.checked, self.sequenced, self.written, self.committed)
+        names = ("handoff", "check", "seqs", "rows", "commit")  # between consecutive marks
+        spans = zip(names, marks, marks[1:], strict=False)
+        return {name: max(0.0, end - start) for name, start, end in spans}
+
+
+BatchCommitted = Callable[[int, float, BatchTiming], None]
+
+
 @dataclass
 class PendingSend:
     request: SendRequest
@@ -87,7 +111,7 @@ class MessageWriter:
         ids: IdGenerator,
         *,
         prepare: PrepareSends,
-        on_commit: Callable[[int, float], None],
+        on_commit: BatchCommitted,
         concurrency: int = 1,
     ) -> None:
         self._store = store
@@ -128,29 +152,31 @@ class MessageWriter:
             batch = [await queue.get()]
             while len(batch) < MAX_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
-            started = time.perf_counter()
+            started, timing = time.perf_counter(), BatchTiming()
             try:
-                outcomes = await self._write_expecting_no_retries(batch)
+                outcomes = await self._write_expecting_no_retries(batch, timing)
             except Exception:
                 # Isolate the failing send: retry each alone.
                 for pending in batch:
                     await self._write_alone(pending)
                 continue
             self._resolve(batch, outcomes)
-            self._on_commit(len(batch), time.perf_counter() - started)
+            self._on_commit(len(batch), time.perf_counter() - started, timing)
 
-    async def _write_expecting_no_retries(self, batch: list[PendingSend]) -> list[Outcome | None]:
+    async def _write_expecting_no_retries(
+        self, batch: list[PendingSend], timing: BatchTiming
+    ) -> list[Outcome | None]:
         """Write the batch without looking for stored originals of its client_msg_ids first: a
         client's retry of a stored send is rare, and a query per batch is a round trip under
         the conversations' locks' queue. A retry in the batch makes its INSERT hit the (user,
         client_msg_id) unique key, the transaction rolls back whole, and the batch is written
         again with the look-up, which answers the retry with its original."""
         try:
-            return await self._write_batch(batch, look_up_retries=False)
+            return await self._write_batch(batch, timing, look_up_retries=False)
         except Conflict as exc:
             if exc.code != "duplicate":
                 raise
-        return await self._write_batch(batch, look_up_retries=True)
+        return await self._write_batch(batch, timing, look_up_retries=True)
 
     async def _write_alone(self, pending: PendingSend) -> None:
         """One send in its own batch. On MySQL several writers run at once: when another one
@@ -158,10 +184,10 @@ class MessageWriter:
         won has committed by then, so the next attempt's checks find it and answer as for any
         retry. A few attempts, since each one has lost to a different concurrent copy."""
         for attempt in range(1, 4):
-            started = time.perf_counter()
+            started, timing = time.perf_counter(), BatchTiming()
             try:
-                self._resolve([pending], await self._write_batch([pending], look_up_retries=True))
-                self._on_commit(1, time.perf_counter() - started)
+                self._resolve([pending], await self._write_batch([pending], timing, look_up_retries=True))
+                self._on_commit(1, time.perf_counter() - started, timing)
                 return
             except Exception:
                 failure = _classify_failure()
@@ -185,15 +211,24 @@ class MessageWriter:
         if not pending.future.done():
             pending.future.set_exception(exc)
 
-    async def _write_batch(self, batch: list[PendingSend], *, look_up_retries: bool) -> list[Outcome | None]:
+    async def _write_batch(
+        self, batch: list[PendingSend], timing: BatchTiming, *, look_up_retries: bool
+    ) -> list[Outcome | None]:
         # transact(): the batch awaits only its writer, so the embedded store can run all of
         # it on its database thread in one hand-off (see the store port).
-        return await self._store.transact(lambda tx: self._write_batch_txn(tx, batch, look_up_retries))
+        timing.started = time.perf_counter()
+        outcomes = await self._store.transact(
+            lambda tx: self._write_batch_txn(tx, batch, timing, look_up_retries)
+        )
+        timing.committed = time.perf_counter()
+        return outcomes
 
     async def _write_batch_txn(
-        self, tx: StoreWriter, batch: list[PendingSend], look_up_retries: bool
+        self, tx: StoreWriter, batch: list[PendingSend], timing: BatchTiming, look_up_retries: bool
     ) -> list[Outcome | None]:
+        timing.running = time.perf_counter()
         prepared = await self._prepare(tx, [p.request for p in batch], look_up_retries)
+        timing.checked = time.perf_counter()
         outcomes: list[Outcome | None] = [None] * len(batch)
         by_conversation: dict[int, list[Message]] = defaultdict(list)
         position: dict[int, int] = {}  # message id → index in the batch
@@ -214,6 +249,7 @@ class MessageWriter:
         stored: list[Message] = []
         replies: dict[int, int] = defaultdict(int)
         last_seqs = await tx.bump_seqs_txn({c: len(drafts) for c, drafts in by_conversation.items()})
+        timing.sequenced = time.perf_counter()
         for conversation_id, drafts in by_conversation.items():
             last = last_seqs[conversation_id]
             for offset, draft in enumerate(drafts):
@@ -227,6 +263,7 @@ class MessageWriter:
             await tx.append_events_txn([_created_event(self._ids, m) for m in stored])
         for root_id, count in replies.items():
             await tx.increment_reply_count_txn(root_id, count)
+        timing.written = time.perf_counter()
         return outcomes
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
+from bench import hops
 from tests.support.server import RunningServer
 from tests.support.world import make_world
 
@@ -129,4 +132,27 @@ async def test_retries_of_stored_sends_batched_with_new_sends_get_their_original
     assert texts == sorted([f"first {n}" for n in range(5)] + [f"new {n}" for n in range(10)])
     seqs = sorted(m["seq"] for m in history["messages"])
     assert seqs == list(range(seqs[0], seqs[0] + 15)), "gap-free seqs"
+    await world.close()
+
+
+async def test_every_batch_reports_where_its_time_went(server: RunningServer) -> None:
+    """The server's /metrics split each group-commit batch into its phases (BatchTiming), as the
+    benchmark harness reads them (bench/hops.py): one observation per phase per batch."""
+    world = await make_world(server.url)
+    alice = world.users[0]
+    path = f"/api/v1/conversations/{world.channel_id}/messages"
+    async with httpx.AsyncClient(timeout=10) as http:
+        before = hops.parse((await http.get(f"{server.url}/metrics")).text)
+        responses = await asyncio.gather(*(alice.http.post(path, json={"text": f"t{n}"}) for n in range(30)))
+        after = hops.parse((await http.get(f"{server.url}/metrics")).text)
+    assert all(r.status_code == 201 for r in responses)
+    batches = after.write_totals["batches"] - before.write_totals.get("batches", 0.0)
+    assert 1 <= batches <= 30
+    counts = {
+        phase: points[-1][1] - dict(before.batch_phases.get(phase, [])).get(float("inf"), 0.0)
+        for phase, points in after.batch_phases.items()
+    }
+    assert counts == dict.fromkeys(["handoff", "check", "seqs", "rows", "commit"], batches)
+    p99 = hops.batch_phase_ms(before, after, 0.99)
+    assert p99.keys() == counts.keys() and all(ms >= 0 for ms in p99.values())
     await world.close()
