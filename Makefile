@@ -43,8 +43,18 @@ imports: $(STAMP)
 	@echo "[check] import-linter (layering contracts)"
 	@$(VENV)/bin/lint-imports
 
-unit: $(STAMP) ## the pytest suite (real-engine tests need PARLEY_TEST_* URLs, see docs/operations.md)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# Tests are isolated per test (own database, topics, index, key prefix), so they run on JOBS
+# workers; those marked `serial` (they stop a shared engine, or share the e2e session's one
+# cluster) run after, in one process. pytest's exit code 5 means "nothing selected" (e.g.
+# PYTEST_ARGS named a folder with no serial test).
+JOBS ?= 2
+unit: $(STAMP) ## the pytest suite on JOBS workers, then the serial ones (engine tests need PARLEY_TEST_* URLs, see docs/operations.md)
+	@status=0; \
+	echo "[test] in parallel on $(JOBS) workers (pytest-xdist)"; \
+	$(VENV)/bin/pytest -m "not serial" -n $(JOBS) $(PYTEST_ARGS) || status=$$?; \
+	echo "[test] the serial tests (shared engines stopped, the e2e cluster) in one process"; \
+	$(VENV)/bin/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ] || status=1; \
+	exit $$status
 
 engines: ## install and start MariaDB, Redis, Kafka, Elasticsearch as local processes
 	bash deploy/local/engines.sh up

@@ -28,6 +28,7 @@ from parley.adapters.pubsub.memory import MemoryPubSub
 from parley.adapters.search.fts5 import Fts5SearchIndex
 from parley.adapters.store.sql import SqlStore
 from parley.domain.actions import messages
+from parley.domain.auth import Passwords
 from parley.domain.deps import Deps
 from parley.domain.message_writer import BatchTiming, MessageWriter
 from parley.ids import IdGenerator
@@ -175,6 +176,9 @@ class Parley:
             pubsub=self.pubsub,
             ids=self.ids,
             message_writer=self.message_writer,
+            passwords=Passwords(
+                self.settings.password_hash_time_cost, self.settings.password_hash_memory_kib
+            ),
             outbox_written=self.outbox_written,
         )
 

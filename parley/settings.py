@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # Auth
     secret_key: str = DEV_SECRET
     token_ttl_seconds: int = 7 * 24 * 3600
+    # argon2id cost. The defaults are argon2-cffi's (RFC 9106's second profile: 3 passes over
+    # 64 MiB, ~0.2 s of CPU). A test suite may lower them, as Synapse's bcrypt_rounds and Django's
+    # test hashers allow; prod refuses less than OWASP's minimum (2 passes over 19 MiB).
+    password_hash_time_cost: int = Field(default=3, ge=1, le=10)
+    password_hash_memory_kib: int = Field(default=65536, ge=32, le=1 << 21)
 
     # Limits (all user-facing; see docs/protocol.md)
     max_message_chars: int = 40_000
@@ -122,11 +127,13 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
 
     @model_validator(mode="after")
-    def _refuse_dev_secret_in_prod(self) -> Settings:
+    def _refuse_weak_secrets_in_prod(self) -> Settings:
         if self.env == "prod" and self.secret_key == DEV_SECRET:
             raise ValueError("PARLEY_SECRET_KEY must be set to a real secret when PARLEY_ENV=prod")
         if len(self.secret_key) < 32:
             raise ValueError("PARLEY_SECRET_KEY must be at least 32 characters")
+        if self.env == "prod" and (self.password_hash_time_cost < 2 or self.password_hash_memory_kib < 19456):
+            raise ValueError("PARLEY_ENV=prod needs a password hash cost of at least 2 passes over 19456 KiB")
         return self
 
     @property

@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+# argon2 at its shipped cost is ~0.2 s of CPU per sign-up or login, and the suite does thousands
+# (half its CPU time on a 2-core box). Tests run at the cheapest cost, as Synapse's test config
+# sets bcrypt_rounds; the shipped default and prod's minimum have their own tests
+# (tests/security/test_abuse_limits.py). Servers the tests start as processes inherit this.
+os.environ.setdefault("PARLEY_PASSWORD_HASH_TIME_COST", "1")
+os.environ.setdefault("PARLEY_PASSWORD_HASH_MEMORY_KIB", "64")
+
 from tests.support.engines import engine_overrides
 from tests.support.server import RunningServer, start_server, wait_until_flowing
 

@@ -12,20 +12,27 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from parley.domain.errors import Unauthenticated
 
-_hasher = PasswordHasher()
-# Verifying against a dummy hash when the user does not exist keeps login timing uniform.
-_DUMMY_HASH = _hasher.hash("parley-timing-equalizer")
 
+class Passwords:
+    """argon2id at the cost the settings give. A hash carries its own parameters, so hashes made
+    at another cost still verify: raising the cost later applies to new passwords only."""
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    def __init__(self, time_cost: int, memory_kib: int) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        # Verifying against a dummy hash (same cost) when the user does not exist keeps login
+        # timing uniform: a miss costs what a hit costs.
+        self._dummy_hash = self._hasher.hash("parley-timing-equalizer")
 
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
 
-def verify_password(password_hash: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return (
+                self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 @dataclass(frozen=True, slots=True)

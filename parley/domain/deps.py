@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from parley.domain.auth import Passwords
 from parley.domain.message_writer import MessageWriter
 from parley.ids import IdGenerator
 from parley.ports.cache import HistoryCache, Presence, RateLimiter
@@ -26,6 +27,7 @@ class Deps:
     pubsub: PubSub
     ids: IdGenerator
     message_writer: MessageWriter
+    passwords: Passwords
     # Called after every commit that wrote outbox rows: wakes the relay so events leave
     # within milliseconds instead of at the next poll. Must not block or raise.
     outbox_written: Callable[[], None] = lambda: None

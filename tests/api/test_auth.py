@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 
+from parley.domain.auth import Passwords
 from parley.settings import DEV_SECRET
 from tests.support.clients import ApiUser
 from tests.support.server import RunningServer
@@ -57,3 +58,14 @@ async def test_forged_expired_and_revoked_tokens_are_refused(server: RunningServ
     assert (await user.http.post("/api/v1/auth/logout")).status_code == 204
     assert (await user.http.get("/api/v1/users/me")).status_code == 401
     await user.close()
+
+
+def test_a_password_hashed_at_another_cost_still_verifies_and_a_wrong_one_never_does() -> None:
+    # The cost lives in the hash: raising PARLEY_PASSWORD_HASH_* must not lock anyone out.
+    cheap, dearer = Passwords(time_cost=1, memory_kib=64), Passwords(time_cost=2, memory_kib=256)
+    old_hash = cheap.hash("correct horse")
+    assert "m=64,t=1" in old_hash and "m=256,t=2" in dearer.hash("x")
+    assert dearer.verify(old_hash, "correct horse")
+    assert not dearer.verify(old_hash, "wrong horse")
+    assert not dearer.verify(None, "correct horse"), "an unknown user never verifies"
+    assert not dearer.verify("not-a-hash", "correct horse")

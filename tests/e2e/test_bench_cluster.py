@@ -28,7 +28,8 @@ from bench.server import Deployment, EngineUrls
 from tests.e2e.conftest import Cluster
 from tests.engines import engine_url
 
-pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240)]
+# `serial`: one process runs every test of the session's one cluster (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.serial]
 
 
 def _engine_urls() -> EngineUrls:

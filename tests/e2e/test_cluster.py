@@ -24,7 +24,8 @@ from tests.support.clients import ApiUser, WsClient
 from tests.support.wait import eventually
 from tests.support.world import make_world
 
-pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240)]
+# `serial`: one process runs every test of the session's one cluster (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.serial]
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -31,7 +31,8 @@ from tests.support.clients import ApiUser
 from tests.support.wait import eventually
 from tests.support.world import World, make_world
 
-pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240)]
+# `serial`: one process runs every test of the session's one cluster (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.engines, pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.serial]
 DELIVERY_TIMEOUT = 30.0
 # search.messages reads Elasticsearch, fed by the indexer from Kafka: a refresh or two behind.
 INDEXING_TIMEOUT = 30.0

@@ -35,6 +35,7 @@ def _engines(action: str, engine: str) -> None:
 
 @pytest.mark.engines
 @pytest.mark.slow
+@pytest.mark.serial  # stops and starts the shared engines
 @pytest.mark.timeout(600)
 async def test_soak_with_faults_loses_nothing(cluster: Cluster) -> None:
     world = await make_world(cluster.url, 6)

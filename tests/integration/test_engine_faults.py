@@ -23,7 +23,8 @@ from tests.support.wait import eventually
 from tests.support.world import make_world
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.engines
+# `serial`: these stop the shared engines, so `make test` runs them alone, after the parallel part.
+pytestmark = [pytest.mark.engines, pytest.mark.serial]
 
 
 def engines(action: str, engine: str) -> None:

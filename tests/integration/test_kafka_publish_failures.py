@@ -111,6 +111,7 @@ async def _searchable(user: ApiUser, conversation: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # stops the shared Kafka
 @pytest.mark.timeout(420)
 async def test_every_acknowledged_message_is_searchable_after_a_long_kafka_restart(
     engine_server: RunningServer,

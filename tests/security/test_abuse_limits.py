@@ -244,6 +244,14 @@ async def test_only_listed_origins_may_call_the_api_cross_origin(tmp_path: Path)
 
 
 # -- secrets ------------------------------------------------------------------------------------
+@pytest.fixture
+def shipped_password_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo the suite's cheap argon2 cost (tests/conftest.py): these tests are about the shipped one."""
+    monkeypatch.delenv("PARLEY_PASSWORD_HASH_TIME_COST", raising=False)
+    monkeypatch.delenv("PARLEY_PASSWORD_HASH_MEMORY_KIB", raising=False)
+
+
+@pytest.mark.usefixtures("shipped_password_cost")
 def test_settings_refuse_the_default_or_a_short_secret_in_prod() -> None:
     with pytest.raises(ValidationError, match="PARLEY_SECRET_KEY"):
         Settings(env="prod")
@@ -251,6 +259,18 @@ def test_settings_refuse_the_default_or_a_short_secret_in_prod() -> None:
         Settings(env="prod", secret_key="short")
     assert Settings(env="prod", secret_key="s" * 40).secret_key == "s" * 40
     assert Settings().secret_key == DEV_SECRET, "the embedded dev mode keeps working with no settings"
+
+
+@pytest.mark.usefixtures("shipped_password_cost")
+def test_prod_refuses_a_password_hash_cheaper_than_owasps_minimum() -> None:
+    strong = "s" * 40
+    with pytest.raises(ValidationError, match="password hash cost"):
+        Settings(env="prod", secret_key=strong, password_hash_time_cost=1)
+    with pytest.raises(ValidationError, match="password hash cost"):
+        Settings(env="prod", secret_key=strong, password_hash_memory_kib=1024)
+    shipped = Settings(env="prod", secret_key=strong)
+    assert (shipped.password_hash_time_cost, shipped.password_hash_memory_kib) == (3, 65536), "argon2-cffi's"
+    assert Settings(env="prod", secret_key=strong, password_hash_time_cost=2, password_hash_memory_kib=19456)
 
 
 def test_the_service_refuses_to_start_in_prod_with_the_default_secret(tmp_path: Path) -> None:

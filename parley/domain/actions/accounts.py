@@ -6,7 +6,7 @@ import asyncio
 import re
 from datetime import UTC, datetime
 
-from parley.domain.auth import decode_token, hash_password, issue_token, verify_password
+from parley.domain.auth import decode_token, issue_token
 from parley.domain.deps import Deps
 from parley.domain.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthenticated
 from parley.domain.models import User
@@ -23,7 +23,7 @@ async def sign_up(deps: Deps, username: str, password: str, display_name: str | 
     display = (display_name or username).strip()[:128] or username
     user = User(id=deps.ids.next_id(), username=username, display_name=display, created_at=datetime.now(UTC))
     # argon2 costs ~0.1-0.2 s of CPU by design: off the event loop (argon2-cffi releases the GIL).
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await asyncio.to_thread(deps.passwords.hash, password)
     async with deps.store.write() as tx:
         if await tx.get_user_credentials(username):
             raise Conflict("username is taken", code="username_taken")
@@ -41,7 +41,7 @@ async def log_in(
     await _throttle_login(deps, username, client_ip)
     async with deps.store.read() as reader:
         found = await reader.get_user_credentials(username)
-    verified = await asyncio.to_thread(verify_password, found[1] if found else None, password)
+    verified = await asyncio.to_thread(deps.passwords.verify, found[1] if found else None, password)
     if not verified or found is None:
         raise Unauthenticated("wrong username or password", code="invalid_credentials")
     token, _ = issue_token(found[0].id, deps.settings.secret_key, deps.settings.token_ttl_seconds)
