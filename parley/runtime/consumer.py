@@ -2,7 +2,10 @@
 
 Order of work per batch: poll → decode → ``handle_batch`` → commit. Offsets are committed only
 after the handler returned, so a crash replays the batch (at-least-once) and handlers must be
-idempotent.
+idempotent. The commit goes in the background (``OffsetCommits``), a few a second: the next poll
+does not wait for the group coordinator's round trip, and the broker gets a few commits a second
+per group instead of one per batch; a crash replays at most the last ``commit_interval`` of
+records, which the handlers already take (as they take a replayed batch).
 
 A consumer that can wait (``linger`` > 0: the indexer, whose engine makes a write searchable
 only at its next refresh anyway) gets batches gathered for up to ``linger`` after their first
@@ -42,6 +45,62 @@ class EventConsumer(Protocol):
         ...
 
 
+# Seconds between two offset commits of a group (Kafka's Java consumer auto-commits every 5 s).
+COMMIT_INTERVAL = 0.25
+
+
+class OffsetCommits:
+    """The offsets of handled records, committed in the background: at most one commit in
+    flight, the next one ``interval`` after it, covering everything handled meanwhile."""
+
+    def __init__(self, consumer: LogConsumer, group: str, interval: float) -> None:
+        self._consumer = consumer
+        self._group = group
+        self._interval = interval
+        self._latest: dict[tuple[str, int], Record] = {}  # per partition, the last handled
+        self._due = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"commits:{group}")
+
+    def handled(self, records: Sequence[Record]) -> None:
+        for record in records:
+            key = (record.topic, record.partition)
+            last = self._latest.get(key)
+            if last is None or record.offset > last.offset:
+                self._latest[key] = record
+        if records:
+            self._due.set()
+
+    async def close(self) -> None:
+        """Stop, then commit what is left (``stop()``'s promise: the batch in hand is committed)."""
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._commit()
+
+    async def _run(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            try:
+                await self._commit()
+            except Exception as error:  # e.g. Kafka down: kept, and tried again next time
+                log.warning("%s: offset commit failed (%s); retrying", self._group, error)
+                self._due.set()
+            await asyncio.sleep(self._interval)
+
+    async def _commit(self) -> None:
+        if not self._latest:
+            return
+        taken, self._latest = self._latest, {}
+        try:
+            await self._consumer.commit(list(taken.values()))
+        except BaseException:
+            # Not committed: merged back under anything handled since (never behind it).
+            for key, record in taken.items():
+                if key not in self._latest:
+                    self._latest[key] = record
+            raise
+
+
 class ConsumerRunner:
     def __init__(
         self,
@@ -53,6 +112,7 @@ class ConsumerRunner:
         max_records: int = 500,
         attempts: int = 3,
         group_prefix: str = "",
+        commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
         self._log = log_
         self._handler = consumer
@@ -60,6 +120,7 @@ class ConsumerRunner:
         self._dlq = dead_letter_topic
         self._max_records = max_records
         self._attempts = attempts
+        self._commit_interval = commit_interval
         self._group_id = group_prefix + consumer.group
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -101,6 +162,7 @@ class ConsumerRunner:
         consumer = self._log.consumer(self._topic, self._group_id, fetch_wait=self._handler.linger / 2)
         await consumer.start()
         self._consumer = consumer
+        commits = OffsetCommits(consumer, self._handler.group, self._commit_interval)
         try:
             while not self._stopping.is_set():
                 records = await consumer.poll(self._max_records, timeout=0.5)
@@ -109,11 +171,14 @@ class ConsumerRunner:
                 if self._handler.linger > 0:
                     records += await self._gather(consumer, self._max_records - len(records))
                 await self._process(records)
-                await consumer.commit(records)
+                commits.handled(records)
                 metrics.CONSUMED.labels(self._handler.group).inc(len(records))
         finally:
             self._consumer = None
-            await consumer.close()
+            try:
+                await commits.close()
+            finally:
+                await consumer.close()
 
     async def _gather(self, consumer: LogConsumer, room: int) -> list[Record]:
         """More records for the batch in hand, until it is full or its linger has passed."""
