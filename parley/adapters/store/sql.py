@@ -990,7 +990,21 @@ class SqlStore:
                 # previous holder committed (REPEATABLE READ would keep an older snapshot).
                 isolation_level="READ COMMITTED",
             )
-            self._reader = self._writer
+            # Reads in autocommit: under READ COMMITTED each statement takes its own snapshot
+            # anyway, so a read transaction bought nothing and cost a round trip per read (the
+            # pool's ROLLBACK at check-in) — the relay's outbox read and every token check among them.
+            self._reader = create_async_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": connect_timeout},
+                isolation_level="AUTOCOMMIT",
+                # Neither the pool at check-in nor the connection at close sends a ROLLBACK.
+                pool_reset_on_return=None,
+                skip_autocommit_rollback=True,
+            )
             # transact() on threads with the synchronous driver, as on SQLite: a write batch is
             # ~6 round trips, and through aiomysql each one waits for a busy realtime loop to
             # come round (batches of 30+ ms); on a thread they are back-to-back socket calls.
@@ -1007,6 +1021,7 @@ class SqlStore:
             )
             _pipeline_writes(self._thread_writer)
             _ping_if_idle(self._writer.sync_engine)
+            _ping_if_idle(self._reader.sync_engine)
             _ping_if_idle(self._thread_writer)
             self._db_thread = ThreadPoolExecutor(
                 MYSQL_WRITER_THREADS, thread_name_prefix="parley-mysql-writer"
