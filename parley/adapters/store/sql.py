@@ -979,31 +979,26 @@ class SqlStore:
             self._write_lock: asyncio.Lock | None = asyncio.Lock()
             self._feed: CommitFeed | None = None
         else:
-            self._writer = create_async_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_recycle=1800,
-                connect_args={"connect_timeout": connect_timeout},
-                # READ COMMITTED: a check made after taking the conversation lock sees what the
-                # previous holder committed (REPEATABLE READ would keep an older snapshot).
-                isolation_level="READ COMMITTED",
-            )
+            pooled: dict[str, Any] = {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_timeout": pool_timeout,
+                "pool_recycle": 1800,
+                "connect_args": {"connect_timeout": connect_timeout},
+            }
+            # READ COMMITTED: a check made after taking the conversation lock sees what the
+            # previous holder committed (REPEATABLE READ would keep an older snapshot).
+            self._writer = create_async_engine(url, isolation_level="READ COMMITTED", **pooled)
             # Reads in autocommit: under READ COMMITTED each statement takes its own snapshot
             # anyway, so a read transaction bought nothing and cost a round trip per read (the
-            # pool's ROLLBACK at check-in) — the relay's outbox read and every token check among them.
+            # ROLLBACK that ended it) — the relay's outbox read and every token check among them.
+            # Neither the pool at check-in nor the connection at close sends one now.
             self._reader = create_async_engine(
                 url,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_recycle=1800,
-                connect_args={"connect_timeout": connect_timeout},
                 isolation_level="AUTOCOMMIT",
-                # Neither the pool at check-in nor the connection at close sends a ROLLBACK.
                 pool_reset_on_return=None,
                 skip_autocommit_rollback=True,
+                **pooled,
             )
             # transact() on threads with the synchronous driver, as on SQLite: a write batch is
             # ~6 round trips, and through aiomysql each one waits for a busy realtime loop to
