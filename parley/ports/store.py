@@ -234,8 +234,9 @@ class Store(Protocol):
     def read(self) -> AbstractAsyncContextManager[StoreReader]: ...
 
     async def query(self, work: Callable[[StoreReader], Awaitable[T]]) -> T:
-        """Run ``work`` on one read snapshot and return its result; like ``transact``, ``work``
-        may await only the reader it is given."""
+        """Run ``work`` on one reader connection and return its result (SQLite: one snapshot;
+        MySQL: autocommit, each statement its own snapshot); like ``transact``, ``work`` may await
+        only the reader it is given, because it may run on the store's own threads."""
         ...
 
     def write(self) -> AbstractAsyncContextManager[StoreWriter]: ...
