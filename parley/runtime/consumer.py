@@ -29,6 +29,7 @@ from typing import Protocol
 from parley.domain.events import Event
 from parley.ports.eventlog import EventLog, LogConsumer, OutgoingRecord, Record
 from parley.runtime import metrics
+from parley.runtime.background import run_when_due
 from parley.tracing import REQUEST_ID_HEADER, request_id_var
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,10 @@ class OffsetCommits:
 
     def __init__(self, consumer: LogConsumer, group: str, interval: float) -> None:
         self._consumer = consumer
-        self._group = group
-        self._interval = interval
         self._latest: dict[tuple[str, int], Record] = {}  # per partition, the last handled
         self._due = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"commits:{group}")
+        work = run_when_due(self._due, self._commit, interval=interval, what=f"{group}: offset commit")
+        self._task = asyncio.create_task(work, name=f"commits:{group}")
 
     def handled(self, records: Sequence[Record]) -> None:
         for record in records:
@@ -75,17 +75,6 @@ class OffsetCommits:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await self._commit()
-
-    async def _run(self) -> None:
-        while True:
-            await self._due.wait()
-            self._due.clear()
-            try:
-                await self._commit()
-            except Exception as error:  # e.g. Kafka down: kept, and tried again next time
-                log.warning("%s: offset commit failed (%s); retrying", self._group, error)
-                self._due.set()
-            await asyncio.sleep(self._interval)
 
     async def _commit(self) -> None:
         if not self._latest:

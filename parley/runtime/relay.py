@@ -39,6 +39,7 @@ from parley.ports.eventlog import EventLog, OutgoingRecord
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
 from parley.ports.store import CommitFeed, Lease, OutboxRow, Store
 from parley.runtime import metrics
+from parley.runtime.background import run_when_due
 from parley.tracing import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ class OutboxRelay:
             asyncio.create_task(self._run(), name="outbox-relay"),
             asyncio.create_task(self._listen_for_wakeups(), name="outbox-relay-wakeups"),
         ]
-        self._tasks.append(asyncio.create_task(self._mark_in_background(), name="outbox-relay-marks"))
+        marks = run_when_due(
+            self._marks_due, self._flush_marks, interval=MARK_INTERVAL, what="marking published outbox rows"
+        )
+        self._tasks.append(asyncio.create_task(marks, name="outbox-relay-marks"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -265,19 +269,6 @@ class OutboxRelay:
         metrics.observe_ages("relay", (r.created_at for r in rows if r.created_at is not None))
 
     # -- marks, when following the feed ---------------------------------------------------------
-    async def _mark_in_background(self) -> None:
-        while True:
-            await self._marks_due.wait()
-            self._marks_due.clear()
-            try:
-                await self._flush_marks()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("marking published outbox rows failed; retrying", exc_info=True)
-                self._marks_due.set()
-            await asyncio.sleep(MARK_INTERVAL)
-
     async def _flush_marks(self) -> None:
         """Mark what was published from the feed, oldest first, up to ``MARK_CHUNK`` ids per
         transaction (one transaction for all of it, normally)."""
