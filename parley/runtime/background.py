@@ -20,9 +20,7 @@ async def run_when_due(
         due.clear()
         try:
             await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # e.g. the engine is down: what was due stays due
-            log.warning("%s failed (%s); retrying", what, error)
+        except Exception as error:  # not CancelledError (a BaseException): that ends the loop
+            log.warning("%s failed (%s); retrying", what, error)  # what was due stays due
             due.set()
         await asyncio.sleep(interval)
