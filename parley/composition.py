@@ -34,10 +34,11 @@ from parley.domain.message_writer import BatchTiming, MessageWriter
 from parley.ids import IdGenerator
 from parley.ports.cache import HistoryCache, Presence, RateLimiter
 from parley.ports.eventlog import EventLog
-from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
+from parley.ports.pubsub import PubSub
 from parley.ports.search import SearchIndex
 from parley.ports.store import Store
 from parley.runtime import metrics
+from parley.runtime.commit_announcements import CommitAnnouncer
 from parley.runtime.consumer import ConsumerRunner, EventConsumer
 from parley.runtime.resilience import FailOpenHistoryCache, FailOpenPresence, FailOpenRateLimiter
 from parley.settings import Settings
@@ -45,6 +46,9 @@ from parley.settings import Settings
 log = logging.getLogger(__name__)
 
 Role = Literal["api", "realtime", "relay", "fanout", "indexer", "cache", "slack", "allinone", "tool"]
+# Roles whose commits a relay in another process hears about with their rows (the all-in-one
+# wakes its own relay, which follows the store's commit feed; tools do not wake the relay).
+ANNOUNCING_ROLES = frozenset({"api", "realtime", "slack"})
 
 
 class Parley:
@@ -52,7 +56,6 @@ class Parley:
         self.settings = settings
         self.role = role
         self._started: list[Any] = []
-        self._wakeup_pending = False
         # A relay in this process (the all-in-one): woken directly after a commit, no pub/sub
         # round trip; returns False when it is on standby and another process publishes.
         self.local_relay: Callable[[], bool] | None = None
@@ -61,13 +64,16 @@ class Parley:
     @cached_property
     def store(self) -> Store:
         s = self.settings
-        return SqlStore(
+        store = SqlStore(
             s.effective_database_url,
             pool_size=s.db_pool_size,
             max_overflow=s.db_max_overflow,
             pool_timeout=s.db_pool_timeout,
             connect_timeout=s.db_connect_timeout,
         )
+        if s.relay_announcements and self.role in ANNOUNCING_ROLES:
+            store.on_commit(self.commit_announcer.committed)
+        return store
 
     @cached_property
     def event_log(self) -> EventLog:
@@ -189,20 +195,15 @@ class Parley:
         self.outbox_written()
 
     def outbox_written(self) -> None:
-        """Wake the relay (wherever it runs) after a commit; coalesced, fire-and-forget."""
+        """Wake the relay (wherever it runs) after a commit, telling it the committed rows
+        where this process collects them; coalesced, fire-and-forget."""
         if self.local_relay is not None and self.local_relay():
             return
-        if self._wakeup_pending:
-            return
-        self._wakeup_pending = True
-        asyncio.get_running_loop().create_task(self._send_wakeup())
+        self.commit_announcer.announce()
 
-    async def _send_wakeup(self) -> None:
-        self._wakeup_pending = False
-        try:
-            await self.pubsub.publish(RELAY_WAKEUP_CHANNEL, b"1")
-        except Exception:  # the relay's poll is the safety net
-            log.debug("relay wake-up not sent", exc_info=True)
+    @cached_property
+    def commit_announcer(self) -> CommitAnnouncer:
+        return CommitAnnouncer(self.pubsub)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, *components: str) -> None:

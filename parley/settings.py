@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     consumer_group_prefix: str = Field(default="parley.", description="Kafka group id = prefix + service")
     redis_key_prefix: str = Field(default="parley:", description="so several Parleys can share one Redis")
     relay_poll_interval: float = 0.2
+    relay_announcements: bool = Field(
+        default=True,
+        description="writers tell the relay their committed outbox rows over pub/sub, so it "
+        "publishes them without reading them back (the table stays the record)",
+    )
     relay_batch_size: int = 500
     eventlog_retain_per_partition: int = 10_000
     outbox_retention_hours: float = Field(default=72.0, description="published outbox rows kept for resume")

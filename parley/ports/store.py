@@ -13,7 +13,9 @@ Guarantees every adapter gives:
   same for a block of reads;
 - ``read()`` and ``query()`` see committed data only;
 - ``commit_feed()``, where offered, announces every committed outbox row once, in commit order
-  (see ``CommitFeed``).
+  (see ``CommitFeed``);
+- ``on_commit(listener)`` hands each committed transaction's outbox rows to ``listener``, in the
+  order this process saw the commits: what a relay elsewhere hears about (``CommittedEvent``).
 Methods ending in ``_txn`` must be called inside ``write()`` or ``transact()``.
 """
 
@@ -58,9 +60,23 @@ class Membership:
 class OutboxRow:
     id: int
     conversation_id: int
+    seq: int
     payload: bytes
     request_id: str | None = None
     created_at: datetime | None = None  # when its transaction wrote it (the relay's event age)
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEvent:
+    """An outbox row as its transaction wrote it, told to ``on_commit`` listeners after the
+    commit. No outbox id: MySQL does not return the ids of a multi-row insert without another
+    round trip inside the transaction's locks; ``(conversation_id, seq)`` names the row."""
+
+    conversation_id: int
+    seq: int
+    payload: bytes
+    request_id: str | None
+    created_at: datetime
 
 
 class CommitFeed:
@@ -216,6 +232,11 @@ class StoreWriter(StoreReader, Protocol):
     async def set_read_marker_txn(self, conversation_id: int, user_id: int, seq: int) -> ReadMarker: ...
     async def append_events_txn(self, events: Sequence[Event]) -> None: ...
     async def mark_published_txn(self, outbox_ids: Sequence[int]) -> None: ...
+    async def mark_published_seqs_txn(self, ranges: Mapping[int, tuple[int, int]]) -> None:
+        """Mark published each conversation's rows with ``first <= seq <= last`` (conversation
+        id → (first, last))."""
+        ...
+
     async def prune_events_txn(self, older_than: datetime) -> int: ...
     async def create_bot_txn(self, bot: Bot) -> None: ...
     async def create_api_token_txn(self, token: ApiToken) -> None: ...
@@ -250,6 +271,11 @@ class Store(Protocol):
     def commit_feed(self) -> CommitFeed | None:
         """This store's ``CommitFeed``, or ``None`` when other processes write to it too. The
         feed announces commits from the first call on."""
+        ...
+
+    def on_commit(self, listener: Callable[[Sequence[CommittedEvent]], None]) -> None:
+        """After each commit that wrote outbox rows, call ``listener`` with them (on the event
+        loop, before the writer's block returns, in the order this process committed)."""
         ...
 
     async def try_lease(self, name: str) -> Lease | None:

@@ -15,6 +15,12 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 RELAYED = Counter("parley_outbox_relayed_total", "Outbox events published to the event log")
+RELAY_PASSES = Counter(
+    "parley_outbox_relay_passes_total",
+    "Relay passes that published rows, by where the rows came from (table: read back; "
+    "announced: told by the writers over pub/sub; feed: the all-in-one's commit feed)",
+    ["source"],
+)
 RELAY_LAG = Gauge("parley_outbox_unpublished", "Unpublished outbox rows seen at the last relay scan")
 CONSUMED = Counter("parley_events_consumed_total", "Events processed by a consumer group", ["group"])
 DEAD_LETTERED = Counter(

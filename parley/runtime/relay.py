@@ -13,6 +13,16 @@ after a failure, see ``KafkaEventLog.publish``).
 Actions wake the relay after each commit (``RELAY_WAKEUP_CHANNEL``) so the usual latency is one
 round trip, with a poll as the safety net.
 
+Following announcements (the cluster): the wake-up carries the committed rows
+(``commit_announcements``), and the relay publishes an announced row without reading it back
+when it is the next seq of its conversation after what this relay published (``PublishedSeqs``).
+An announced row after a gap (another node's older commit announced later, or an announcement
+lost), or of a conversation this relay has not published yet, sends it to the table: one read
+publishes everything committed in order, and announced rows published meanwhile are skipped.
+A table read also follows any plain wake-up, a quiet poll interval, every lease check (a safety
+net for lost announcements) and a lost subscription; rows published from announcements are
+marked by conversation and seq range.
+
 Following the commit feed (the all-in-one): when the relay shares its process with every writer
 of the store (embedded SQLite), the store announces each commit's outbox rows in commit order
 (``CommitFeed``) and the relay publishes them from there, without reading them back from the
@@ -33,13 +43,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from parley.ports.eventlog import EventLog, OutgoingRecord
 from parley.ports.pubsub import RELAY_WAKEUP_CHANNEL, PubSub
-from parley.ports.store import CommitFeed, Lease, OutboxRow, Store
-from parley.runtime import metrics
+from parley.ports.store import CommitFeed, CommittedEvent, Lease, OutboxRow, Store, StoreWriter
+from parley.runtime import commit_announcements, metrics
 from parley.runtime.background import run_when_due
+from parley.runtime.published_seqs import PublishedSeqs
 from parley.tracing import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,8 @@ MARK_INTERVAL = 0.1
 # At most this many ids per mark transaction (SQLite takes at most 32,766 bound parameters);
 # as many published and unmarked make the next read wait for their marks.
 MARK_CHUNK = 5_000
+# Announced rows held between two passes at most; past it they are dropped for a table read.
+MAX_ANNOUNCED = 50_000
 
 
 class OutboxRelay:
@@ -66,6 +80,7 @@ class OutboxRelay:
         poll_interval: float = 0.2,
         retention: timedelta = timedelta(hours=72),
         feed: CommitFeed | None = None,
+        follow_announcements: bool = False,
     ) -> None:
         self._store = store
         self._log = event_log
@@ -88,6 +103,15 @@ class OutboxRelay:
         self._marks_due = asyncio.Event()
         self._marking = asyncio.Lock()
         self._stale_suspect: int | None = None
+        # Following announcements: what arrived since the last pass, what this relay published
+        # per conversation, and the seq ranges published from announcements and not yet marked.
+        self._follow_announcements = follow_announcements and feed is None
+        self._following_announcements = False
+        self._subscribed = False
+        self._table_due = True
+        self._announced: list[CommittedEvent] = []
+        self._seqs = PublishedSeqs()
+        self._unmarked_seqs: dict[int, tuple[int, int]] = {}
         if feed is not None:
             feed.on_announce(self._wake.set)
 
@@ -124,7 +148,9 @@ class OutboxRelay:
             sub = self._pubsub.subscription()
             try:
                 await sub.subscribe(RELAY_WAKEUP_CHANNEL)
-                async for _ in sub.messages():
+                self._subscribed = True
+                async for _, message in sub.messages():
+                    self._heard(message)
                     self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -132,7 +158,20 @@ class OutboxRelay:
                 log.warning("relay wake-up channel lost; polling only, retrying in 1 s", exc_info=True)
                 await asyncio.sleep(1)
             finally:
+                # What was announced while nobody listened is only in the table.
+                self._subscribed, self._table_due = False, True
                 await sub.close()
+
+    def _heard(self, message: bytes) -> None:
+        if not (self._follow_announcements and self.active):
+            return
+        rows = commit_announcements.decode(message)
+        if rows is None:
+            self._table_due = True  # a plain wake-up: its commit's rows are only in the table
+        elif len(self._announced) + len(rows) > MAX_ANNOUNCED:
+            self._announced, self._table_due = [], True
+        else:
+            self._announced.extend(rows)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -159,6 +198,8 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + LEASE_CHECK_INTERVAL
         self._following_feed = False  # a new holder reads the table first
+        self._following_announcements, self._table_due = False, True
+        self._announced, self._seqs = [], PublishedSeqs()
         while not self._stopping:
             if loop.time() >= next_check:
                 if not await lease.held():
@@ -167,6 +208,7 @@ class OutboxRelay:
                 next_check = loop.time() + LEASE_CHECK_INTERVAL
                 await self._prune_if_due(loop.time())
                 await self._check_feed_is_complete()
+                self._table_due = True  # safety net: an announcement may have been lost
             # Cleared before the pass, not after: a commit announced during the pass (after its
             # read) leaves the wake-up set, and the next pass starts at once.
             self._wake.clear()
@@ -185,8 +227,10 @@ class OutboxRelay:
                 continue
             if published >= self._batch_size:
                 continue  # more waiting: no sleep
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                self._table_due = True  # quiet: the poll reads the table
 
     async def _prune_if_due(self, now: float) -> None:
         """Published rows past the retention leave the outbox (and the resumable stream: a
@@ -203,9 +247,12 @@ class OutboxRelay:
             log.warning("outbox pruning failed; will retry", exc_info=True)
 
     async def publish_pending(self) -> int:
-        """One pass: from the commit feed when following it, else from the outbox table."""
+        """One pass: from the commit feed or the announcements when following them, else from
+        the outbox table."""
         if self._following_feed:
             return await self._publish_from_feed()
+        if self._following_announcements and not self._table_due:
+            return await self._publish_announced()
         return await self._publish_from_table()
 
     async def _publish_from_table(self) -> int:
@@ -219,18 +266,52 @@ class OutboxRelay:
             in_flight = set()
         if self._feed is not None:
             self._feed.take()  # committed before the read below, so the read sees them
-        rows = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size, in_flight))
-        metrics.RELAY_LAG.set(len(rows))
+        self._table_due = False  # cleared before the read: what is announced during it is due
+        read = await self._store.query(lambda reader: reader.unpublished_events(self._batch_size, in_flight))
+        metrics.RELAY_LAG.set(len(read))
+        caught_up = len(read) < self._batch_size
+        # Published from announcements and not marked yet: not again.
+        rows = [r for r in read if not self._seqs.published(r)] if self._follow_announcements else read
         if rows:
             await self._publish(rows)
+            metrics.RELAY_PASSES.labels("table").inc()
+            self._seqs.advance(rows)
             self._unmarked.append([r.id for r in rows])
             self._marks_due.set()
-        if self._feed is not None and len(rows) < self._batch_size:
+        if self._feed is not None and caught_up:
             # Caught up. Rows committed between the take and the read are in both; the next
             # take skips them.
-            self._from_table = {r.id for r in rows}
+            self._from_table = {r.id for r in read}
             self._following_feed = True
+        # Announced rows older than this read are in it (or were published before): from
+        # here on, announcements are complete enough to follow, as long as they are heard.
+        self._following_announcements = self._follow_announcements and caught_up and self._subscribed
+        if not caught_up and len(rows) < len(read):
+            await self._flush_marks()  # a full read of rows published from announcements
+            return len(read)  # more to read at once
         return len(rows)
+
+    async def _publish_announced(self) -> int:
+        """Publish the announced rows that continue their conversations; after a gap, read the
+        table (which publishes the gap's rows and the rows after it, in order) and drop the
+        rows that were blocked: the read began after they were committed, so it published
+        them, or they were out already."""
+        rows, self._announced = self._announced, []
+        ready, blocked = self._seqs.split(rows)
+        if ready:
+            try:
+                await self._publish(ready)
+            except BaseException:
+                self._following_announcements = False  # they are unmarked in the table
+                raise
+            metrics.RELAY_PASSES.labels("announced").inc()
+            self._seqs.advance(ready)
+            for row in ready:
+                _extend_range(self._unmarked_seqs, row.conversation_id, row.seq, row.seq)
+            self._marks_due.set()
+        if not blocked:
+            return len(ready)
+        return len(ready) + await self._publish_from_table()
 
     async def _publish_from_feed(self) -> int:
         assert self._feed is not None
@@ -251,9 +332,11 @@ class OutboxRelay:
                 raise
             self._unmarked.append([r.id for r in chunk])
             self._marks_due.set()
+        if rows:
+            metrics.RELAY_PASSES.labels("feed").inc()
         return len(rows)
 
-    async def _publish(self, rows: list[OutboxRow]) -> None:
+    async def _publish(self, rows: Sequence[OutboxRow | CommittedEvent]) -> None:
         await self._log.publish(
             self._topic,
             [
@@ -270,10 +353,10 @@ class OutboxRelay:
 
     # -- marks, when following the feed ---------------------------------------------------------
     async def _flush_marks(self) -> None:
-        """Mark what was published from the feed, oldest first, up to ``MARK_CHUNK`` ids per
-        transaction (one transaction for all of it, normally)."""
+        """Mark what was published, oldest first, up to ``MARK_CHUNK`` ids per transaction, with
+        the seq ranges published from announcements (one transaction for all of it, normally)."""
         async with self._marking:
-            while self._unmarked:
+            while self._unmarked or self._unmarked_seqs:
                 ids: list[int] = []
                 count = 0
                 for published in self._unmarked:
@@ -281,11 +364,21 @@ class OutboxRelay:
                         break
                     ids += published
                     count += 1
-                await self._mark(ids)
+                ranges, self._unmarked_seqs = self._unmarked_seqs, {}
+                try:
+                    await self._mark(ids, ranges)
+                except BaseException:
+                    for conversation_id, (first, last) in ranges.items():
+                        _extend_range(self._unmarked_seqs, conversation_id, first, last)
+                    raise
                 del self._unmarked[:count]
 
-    async def _mark(self, ids: list[int]) -> None:
-        await self._store.transact(lambda tx: tx.mark_published_txn(ids))
+    async def _mark(self, ids: list[int], ranges: Mapping[int, tuple[int, int]]) -> None:
+        async def mark(tx: StoreWriter) -> None:
+            await tx.mark_published_txn(ids)
+            await tx.mark_published_seqs_txn(ranges)
+
+        await self._store.transact(mark)
 
     async def _check_feed_is_complete(self) -> None:
         """Safety net: an unpublished row at the head of the table on two checks in a row (and
@@ -301,3 +394,10 @@ class OutboxRelay:
             self._following_feed = False
             head = None
         self._stale_suspect = head
+
+
+def _extend_range(ranges: dict[int, tuple[int, int]], conversation_id: int, first: int, last: int) -> None:
+    """Widen a conversation's unmarked range: every seq between two this relay published was
+    published by it (it publishes each conversation without gaps), so the range stays exact."""
+    known = ranges.get(conversation_id)
+    ranges[conversation_id] = (first, last) if known is None else (min(known[0], first), max(known[1], last))

@@ -1,7 +1,8 @@
 """The relay service: outbox → event log.
 
-Consumes committed outbox rows from the store (woken by ``relay:wakeup`` on pub/sub, polling
-as a safety net); produces records on ``parley.conversation-events.v1`` keyed by conversation
+Consumes committed outbox rows: announced by the writers on ``relay:wakeup`` (pub/sub), read
+from the store's outbox table when an announcement is missing or out of turn, and on a poll as
+the safety net; produces records on ``parley.conversation-events.v1`` keyed by conversation
 id. See ``parley.runtime.relay.OutboxRelay`` for the ordering and delivery guarantees.
 """
 
@@ -31,6 +32,7 @@ def build_relay(parley: Parley, *, follow_commits: bool = False) -> OutboxRelay:
         poll_interval=s.relay_poll_interval,
         retention=timedelta(hours=s.outbox_retention_hours),
         feed=parley.store.commit_feed() if follow_commits else None,
+        follow_announcements=s.relay_announcements,
     )
 
 

@@ -20,7 +20,7 @@ from parley.domain.errors import Conflict
 from parley.domain.events import Event, EventType
 from parley.domain.models import Conversation, ConversationKind, Message, Role, User, Workspace
 from parley.ids import IdGenerator
-from parley.ports.store import Store, StoreWriter
+from parley.ports.store import CommittedEvent, Store, StoreWriter
 from parley.settings import Settings
 from tests.engines import engine_url
 from tests.support.engines import mysql_database
@@ -377,6 +377,52 @@ async def test_a_commit_feed_announces_each_committed_outbox_row_once_in_commit_
     assert [(r.id, r.payload) for r in announced] == [(r.id, r.payload) for r in table]
     assert [orjson.loads(r.payload)["seq"] for r in announced] == [1, 2, 3]
     assert feed.take() == ([], False), "each row is announced once"
+
+
+async def test_on_commit_listeners_hear_each_committed_transaction_s_rows_once_in_order(store: Store) -> None:
+    heard: list[list[CommittedEvent]] = []
+    store.on_commit(lambda rows: heard.append(list(rows)))
+    _, conv = await _conversation(store)
+    heard.clear()  # the conversation's own set-up wrote no outbox row, but be exact
+    async with store.write() as tx:  # write() ...
+        await tx.bump_seq_txn(conv.id, 2)
+        await tx.append_events_txn([_event(conv, 1), _event(conv, 2)])
+    with pytest.raises(RuntimeError):
+        async with store.write() as tx:  # ... a rollback tells nothing ...
+            await tx.bump_seq_txn(conv.id)
+            await tx.append_events_txn([_event(conv, 3)])
+            raise RuntimeError("abort")
+
+    async def third(tx: StoreWriter) -> None:  # ... and transact()
+        await tx.bump_seq_txn(conv.id)
+        await tx.append_events_txn([_event(conv, 3)])
+
+    await store.transact(third)
+    async with store.write() as tx:  # a transaction without outbox rows tells nothing
+        await tx.bump_seq_txn(conv.id)
+    async with store.read() as reader:
+        table = [r for r in await reader.unpublished_events(100) if r.conversation_id == conv.id]
+    assert [[(r.conversation_id, r.seq) for r in rows] for rows in heard] == [
+        [(conv.id, 1), (conv.id, 2)],
+        [(conv.id, 3)],
+    ]
+    told = [r for rows in heard for r in rows]
+    assert [(r.seq, r.payload) for r in told] == [(r.seq, r.payload) for r in table]
+    assert all(r.created_at is not None and r.created_at.tzinfo is not None for r in told)
+
+
+async def test_marking_by_seq_range_marks_exactly_that_range(store: Store) -> None:
+    _, conv = await _conversation(store)
+    _, other = await _conversation(store, "random")
+    async with store.write() as tx:
+        await tx.append_events_txn([_event(conv, seq) for seq in range(1, 7)])
+        await tx.append_events_txn([_event(other, seq) for seq in range(1, 4)])
+    async with store.write() as tx:
+        await tx.mark_published_seqs_txn({conv.id: (2, 4), other.id: (3, 3)})
+    async with store.read() as reader:
+        left = [(r.conversation_id, r.seq) for r in await reader.unpublished_events(100)]
+    assert [s for c, s in left if c == conv.id] == [1, 5, 6]
+    assert [s for c, s in left if c == other.id] == [1, 2]
 
 
 async def _outbox_of_published_rows(store: Store, rows: int = 2000) -> Conversation:

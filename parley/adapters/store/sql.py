@@ -88,6 +88,7 @@ from parley.domain.models import (
 )
 from parley.ports.store import (
     CommitFeed,
+    CommittedEvent,
     Invite,
     Lease,
     Membership,
@@ -186,13 +187,14 @@ async def _on_thread(
     open_connection: Callable[[], AbstractContextManager[Connection]],
     work: Callable[[SqlSession], Awaitable[T]],
     appended: list[OutboxRow] | None = None,
+    committed: list[CommittedEvent] | None = None,
 ) -> T:
     """Run ``work`` on one of ``threads`` over a connection from ``open_connection`` (``begin``:
     committed when work returns; ``connect``: a read, rolled back)."""
 
     def run() -> T:
         with open_connection() as conn:
-            session = SqlSession(_ThreadConnection(conn), appended)
+            session = SqlSession(_ThreadConnection(conn), appended, committed)
             return _run_to_completion(cast(Coroutine[Any, Any, T], work(session)))
 
     return await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run, run)
@@ -296,10 +298,17 @@ def _message_values(m: Message) -> dict[str, Any]:
 class SqlSession:
     """One connection's view of the store: the reader and, inside ``write()``, the writer."""
 
-    def __init__(self, conn: _Connection, appended: list[OutboxRow] | None = None) -> None:
+    def __init__(
+        self,
+        conn: _Connection,
+        appended: list[OutboxRow] | None = None,
+        committed: list[CommittedEvent] | None = None,
+    ) -> None:
         self._c = conn
-        # Outbox rows this transaction added, for the store's commit feed (None: not followed).
+        # Outbox rows this transaction added, for the store's commit feed (None: not followed)
+        # and for its on_commit listeners (None: nobody listens).
         self._appended = appended
+        self._committed = committed
 
     async def _write(
         self, statement: Executable, parameters: Any = None, on_conflict: WriteConflict | None = None
@@ -790,6 +799,11 @@ class SqlSession:
             }
             for e, payload in zip(events, payloads, strict=True)
         ]
+        if self._committed is not None:
+            self._committed.extend(
+                CommittedEvent(int(str(e.conversation_id)), int(str(e.seq)), p, request_id, written_at)
+                for e, p in zip(events, payloads, strict=True)
+            )
         if self._appended is None:
             await self._write(_insert_outbox, rows)
             return
@@ -798,6 +812,7 @@ class SqlSession:
             OutboxRow(
                 id=r.id,
                 conversation_id=int(str(e.conversation_id)),
+                seq=int(str(e.seq)),
                 payload=p,
                 request_id=request_id,
                 created_at=written_at,
@@ -808,7 +823,7 @@ class SqlSession:
     async def unpublished_events(self, limit: int, excluding: Collection[int] = ()) -> list[OutboxRow]:
         o = t.outbox
         query = (
-            select(o.c.id, o.c.conversation_id, o.c.payload, o.c.request_id, o.c.created_at)
+            select(o.c.id, o.c.conversation_id, o.c.seq, o.c.payload, o.c.request_id, o.c.created_at)
             # The outbox keeps published rows for replay (hours of them): this read must go
             # through the (published, id) index. MariaDB used none for "IS false", and for
             # "= false ORDER BY id LIMIT n" it guesses that half the rows match and often walks
@@ -826,6 +841,7 @@ class SqlSession:
             OutboxRow(
                 id=r.id,
                 conversation_id=r.conversation_id,
+                seq=r.seq,
                 payload=bytes(r.payload),
                 request_id=r.request_id,
                 created_at=_aware(r.created_at),
@@ -837,6 +853,16 @@ class SqlSession:
         if outbox_ids:
             await self._write(
                 update(t.outbox).where(t.outbox.c.id.in_(list(outbox_ids))).values(published=True)
+            )
+
+    async def mark_published_seqs_txn(self, ranges: Mapping[int, tuple[int, int]]) -> None:
+        o = t.outbox
+        for conversation_id, (first, last) in sorted(ranges.items()):
+            # Through the (conversation_id, seq) unique index; sorted: one lock order for all.
+            await self._write(
+                update(o)
+                .where(o.c.conversation_id == conversation_id, o.c.seq.between(first, last))
+                .values(published=True)
             )
 
     async def events_after(self, conversation_id: int, after_seq: int, limit: int) -> list[bytes]:
@@ -948,6 +974,7 @@ class SqlStore:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._commit_listeners: list[Callable[[Sequence[CommittedEvent]], None]] = []
         if self.is_sqlite:
             path = url.split("///", 1)[1]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -1055,10 +1082,10 @@ class SqlStore:
     async def write(self) -> AsyncIterator[SqlSession]:
         with _engine_errors_as_unavailable():
             async with self._sqlite_writer_turn():
-                appended = self._followed()
+                appended, committed = self._followed(), self._listened()
                 async with self._writer.begin() as conn:
-                    yield SqlSession(conn, appended)
-                self._announce(appended)
+                    yield SqlSession(conn, appended, committed)
+                self._announce(appended, committed)
 
     async def query(self, work: Callable[[StoreReader], Awaitable[T]]) -> T:
         if self._thread_reader is None or self._reader_threads is None:
@@ -1073,9 +1100,11 @@ class SqlStore:
                 return await work(tx)
         with _engine_errors_as_unavailable():
             async with self._sqlite_writer_turn():
-                appended = self._followed()
-                result = await _on_thread(self._db_thread, self._thread_writer.begin, work, appended)
-                self._announce(appended)
+                appended, committed = self._followed(), self._listened()
+                result = await _on_thread(
+                    self._db_thread, self._thread_writer.begin, work, appended, committed
+                )
+                self._announce(appended, committed)
                 return result
 
     def commit_feed(self) -> CommitFeed | None:
@@ -1088,10 +1117,20 @@ class SqlStore:
         """A list to collect the transaction's outbox rows in, if someone follows the feed."""
         return [] if self._feed is not None else None
 
-    def _announce(self, appended: list[OutboxRow] | None) -> None:
+    def on_commit(self, listener: Callable[[Sequence[CommittedEvent]], None]) -> None:
+        self._commit_listeners.append(listener)
+
+    def _listened(self) -> list[CommittedEvent] | None:
+        """A list to collect the transaction's events in, if an ``on_commit`` listener waits."""
+        return [] if self._commit_listeners else None
+
+    def _announce(self, appended: list[OutboxRow] | None, committed: list[CommittedEvent] | None) -> None:
         # Still inside the writer's turn: no later commit can be announced before this one.
         if self._feed is not None and appended:
             self._feed.announce(appended)
+        if committed:
+            for listener in self._commit_listeners:
+                listener(committed)
 
     def _sqlite_writer_turn(self) -> AbstractAsyncContextManager[object]:
         """SQLite writes take turns in-process (MySQL: the database orders them)."""
