@@ -116,12 +116,14 @@ class OutboxRelay:
             feed.on_announce(self._wake.set)
 
     def wake(self) -> None:
+        """A commit in this process: its rows are in the table (or on the commit feed)."""
+        self._table_due = True
         self._wake.set()
 
     def wake_if_active(self) -> bool:
         """Wake this relay if it is the active publisher; False when it is on standby."""
         if self.active:
-            self._wake.set()
+            self.wake()
         return self.active
 
     def start(self) -> None:

@@ -280,3 +280,10 @@ async def test_rows_published_from_announcements_and_not_marked_are_not_read_aga
     assert await cluster.published(1) == [5], "2-4 are not published again"
     assert unannounced[0].seq == 5
     cluster.store.marks_allowed.set()
+
+
+async def test_a_wakeup_from_its_own_process_reads_the_table(cluster: Cluster, relay: OutboxRelay) -> None:
+    """The all-in-one on MySQL wakes its relay directly after a commit, announcing nothing."""
+    await cluster.commit(1)
+    assert relay.wake_if_active()
+    assert await cluster.published(1) == [2]
