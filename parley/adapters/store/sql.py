@@ -137,6 +137,16 @@ _bump_one_seq = (
 _bump_one_seq_returning = _bump_one_seq.returning(t.conversations.c.last_seq)
 _last_seq_of = select(t.conversations.c.last_seq).where(t.conversations.c.id == bindparam("b_id"))
 _insert_message = insert(t.messages)
+# Built once: the relay marks a few ranges ten times a second (compiling per call was a tenth of
+# its CPU); executemany, one statement per conversation.
+_mark_seq_range = (
+    update(t.outbox)
+    .where(
+        t.outbox.c.conversation_id == bindparam("m_conversation"),
+        t.outbox.c.seq.between(bindparam("m_first"), bindparam("m_last")),
+    )
+    .values(published=True)
+)
 _insert_outbox = insert(t.outbox)
 _insert_outbox_returning = insert(t.outbox).returning(t.outbox.c.id, sort_by_parameter_order=True)
 
@@ -856,13 +866,14 @@ class SqlSession:
             )
 
     async def mark_published_seqs_txn(self, ranges: Mapping[int, tuple[int, int]]) -> None:
-        o = t.outbox
-        for conversation_id, (first, last) in sorted(ranges.items()):
+        if ranges:
             # Through the (conversation_id, seq) unique index; sorted: one lock order for all.
             await self._write(
-                update(o)
-                .where(o.c.conversation_id == conversation_id, o.c.seq.between(first, last))
-                .values(published=True)
+                _mark_seq_range,
+                [
+                    {"m_conversation": c, "m_first": first, "m_last": last}
+                    for c, (first, last) in sorted(ranges.items())
+                ],
             )
 
     async def events_after(self, conversation_id: int, after_seq: int, limit: int) -> list[bytes]:
