@@ -127,6 +127,95 @@ async def test_bumping_several_conversations_at_once_reserves_each_its_own_seqs(
         assert await reader.last_seqs([first.id, second.id]) == {first.id: 5, second.id: 1}
 
 
+def _created(message: Message) -> Event:
+    """A message's event, as the send path makes it: its seq at the top and in the message."""
+    return Event(
+        type=EventType.MESSAGE_CREATED,
+        event_id=ids.next_id(),
+        workspace_id=message.workspace_id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        ts=_now(),
+        data={"message": message.model_dump(mode="json")},
+    )
+
+
+@pytest.mark.parametrize("block", ["transact", "write"])
+async def test_new_messages_are_numbered_after_each_conversation_s_last_seq_with_their_events(
+    store: Store, block: str
+) -> None:
+    """The send path's write: the store numbers each conversation's messages in the order given,
+    after what that conversation already has, and every event (stored, and handed to on_commit
+    listeners) carries the seq of its message — the same bytes in both places. On MySQL the seqs
+    are taken in the commit's packet: they are read from the result after the commit."""
+    user, first = await _conversation(store)
+    _, second = await _conversation(store, "random")
+    async with store.write() as tx:
+        await tx.bump_seq_txn(first.id, 3)  # first has 3 events already
+    heard: list[CommittedEvent] = []
+    store.on_commit(heard.extend)
+    # A text that looks like a seq field must come through untouched.
+    drafts = {
+        first.id: [_message(user, first, 0), _message(user, first, 0, client_msg_id="c-2")],
+        second.id: [_message(user, second, 0)],
+    }
+    drafts[first.id][0] = drafts[first.id][0].model_copy(update={"text": '"seq":4611686018427387904 "seq":4'})
+
+    async def insert(tx: StoreWriter) -> Any:
+        return await tx.insert_new_messages_txn(drafts, _created)
+
+    if block == "transact":
+        seqs = await store.transact(insert)
+    else:
+        async with store.write() as tx:
+            seqs = await insert(tx)
+    assert seqs.last == {first.id: 5, second.id: 1}
+    numbered = seqs.number(drafts)
+    assert [(m.conversation_id, m.seq) for m in numbered] == [(first.id, 4), (first.id, 5), (second.id, 1)]
+    async with store.read() as reader:
+        stored = {m.id: m for c in (first, second) for m in await reader.history(c.id, limit=10)}
+        table = [
+            r for r in await reader.unpublished_events(100) if r.conversation_id in (first.id, second.id)
+        ]
+        assert await reader.last_seqs([first.id, second.id]) == {first.id: 5, second.id: 1}
+    assert {i: (m.seq, m.text) for i, m in stored.items()} == {m.id: (m.seq, m.text) for m in numbered}
+    by_message = {m.id: m.seq for m in numbered}
+    for row in table:
+        event = Event.from_bytes(row.payload)
+        assert (
+            event.seq
+            == row.seq
+            == event.data["message"]["seq"]
+            == by_message[int(event.data["message"]["id"])]
+        )
+    assert sorted((r.conversation_id, r.seq) for r in table) == sorted(
+        (m.conversation_id, m.seq) for m in numbered
+    )
+    assert {(h.conversation_id, h.seq, h.payload) for h in heard} == {
+        (r.conversation_id, r.seq, r.payload) for r in table
+    }
+    assert (
+        orjson.loads(next(r.payload for r in table if r.seq == 4))["data"]["message"]["text"]
+        == drafts[first.id][0].text
+    )
+
+
+async def test_a_batch_of_new_messages_that_hits_a_stored_client_msg_id_leaves_nothing(store: Store) -> None:
+    user, conv = await _conversation(store)
+
+    async def insert(tx: StoreWriter, client_msg_id: str) -> Any:
+        return await tx.insert_new_messages_txn({conv.id: [_message(user, conv, 0, client_msg_id)]}, _created)
+
+    await store.transact(lambda tx: insert(tx, "taken"))
+    with pytest.raises(Conflict):
+        await store.transact(lambda tx: insert(tx, "taken"))
+    seqs = await store.transact(lambda tx: insert(tx, "free"))
+    assert seqs.last == {conv.id: 2}  # the failed batch took no seq
+    async with store.read() as reader:
+        assert [m.seq for m in await reader.history(conv.id)] == [2, 1]
+        assert [Event.from_bytes(e).seq for e in await reader.events_after(conv.id, 0, 10)] == [1, 2]
+
+
 async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
     user, conv = await _conversation(store)
     with pytest.raises(RuntimeError):
