@@ -106,7 +106,7 @@ def quantile_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
 
 def batch_phase_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
     """The ``q`` quantile (ms) of each phase of the group-commit batches between the scrapes
-    (handoff, check, rows, commit: see ``BatchTiming``)."""
+    (handoff, check, seqs, rows, commit: see ``BatchTiming``)."""
     return _quantiles_ms(before.batch_phases, after.batch_phases, q)
 
 

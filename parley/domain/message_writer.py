@@ -5,13 +5,11 @@ every send that arrived meanwhile multiplies throughput without weakening the pr
 send is still acknowledged only after the transaction holding it has committed.
 
 Each batch checks its sends (membership, threads, mentions: ``prepare``, a few queries for
-the whole batch), then has the store number its new messages under the conversations' locks and
-insert them with their outbox rows (``insert_new_messages_txn``), and bumps reply counts, in one
-transaction; the seqs are read after the commit (on MySQL they are taken in the commit's packet).
-Retries of stored sends (same ``client_msg_id``) are rare: they are looked up only when the
-batch's insert hits the unique key, and the batch is then written again. A send the checks
-reject fails alone; if the batch itself fails, its sends are retried one by one so one bad send
-cannot fail the others.
+the whole batch), takes the seqs of its conversations under the conversation lock, inserts all
+messages and all outbox rows, and bumps reply counts, in one transaction. Retries of stored
+sends (same ``client_msg_id``) are rare: they are looked up only when the batch's insert hits
+the unique key, and the batch is then written again. A send the checks reject fails alone; if
+the batch itself fails, its sends are retried one by one so one bad send cannot fail the others.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from parley.domain.errors import Conflict, DomainError, Unavailable
 from parley.domain.events import Event, EventType
 from parley.domain.models import Message
 from parley.ids import IdGenerator
-from parley.ports.store import NewSeqs, Store, StoreReader, StoreWriter
+from parley.ports.store import Store, StoreReader, StoreWriter
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -77,21 +75,20 @@ def writer_of(conversation_id: int, writers: int) -> int:
 @dataclass(slots=True)
 class BatchTiming:
     """Where a batch's time went (``time.perf_counter()`` marks, seconds): the hand-off to the
-    store's writer, the checks, the rows (numbering and inserting the new messages, their events
-    and reply counts; on MySQL only building the statements, held back for the commit's packet),
-    and the commit with the hand-back (on MySQL also taking the seqs, waiting for the
-    conversations' row locks, which other nodes' batches hold for their own packet, and writing
-    the rows). Its last attempt, if it was written twice."""
+    store's writer, the checks, taking the seqs (on MySQL: waiting for the conversations' row
+    locks, which other nodes' batches hold until their commit), building and holding back the
+    rows, and the commit with the hand-back. Its last attempt, if it was written twice."""
 
     started: float = 0.0
     running: float = 0.0
     checked: float = 0.0
+    sequenced: float = 0.0
     written: float = 0.0
     committed: float = 0.0
 
     def phases(self) -> dict[str, float]:
-        marks = (self.started, self.running, self.checked, self.written, self.committed)
-        names = ("handoff", "check", "rows", "commit")  # between consecutive marks
+        marks = (self.started, self.running, self.checked, self.sequenced, self.written, self.committed)
+        names = ("handoff", "check", "seqs", "rows", "commit")  # between consecutive marks
         spans = zip(names, marks, marks[1:], strict=False)
         return {name: max(0.0, end - start) for name, start, end in spans}
 
@@ -220,67 +217,65 @@ class MessageWriter:
         # transact(): the batch awaits only its writer, so the embedded store can run all of
         # it on its database thread in one hand-off (see the store port).
         timing.started = time.perf_counter()
-        written = await self._store.transact(
+        outcomes = await self._store.transact(
             lambda tx: self._write_batch_txn(tx, batch, timing, look_up_retries)
         )
         timing.committed = time.perf_counter()
-        # The seqs are read only now: a store may take them in the commit's own round trip.
-        outcomes = written.outcomes
-        for message in written.seqs.number(written.drafts):
-            outcomes[written.position[message.id]] = (message, True)
         return outcomes
 
     async def _write_batch_txn(
         self, tx: StoreWriter, batch: list[PendingSend], timing: BatchTiming, look_up_retries: bool
-    ) -> _WrittenBatch:
+    ) -> list[Outcome | None]:
         timing.running = time.perf_counter()
         prepared = await self._prepare(tx, [p.request for p in batch], look_up_retries)
         timing.checked = time.perf_counter()
-        written = _WrittenBatch([None] * len(batch))
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        by_conversation: dict[int, list[Message]] = defaultdict(list)
+        position: dict[int, int] = {}  # message id → index in the batch
         claimed: set[tuple[int, str]] = set()
-        replies: dict[int, int] = defaultdict(int)
         for i, item in enumerate(prepared):
             if isinstance(item, DomainError):
-                written.outcomes[i] = item
+                outcomes[i] = item
             elif isinstance(item, Duplicate):
-                written.outcomes[i] = (item.message, False)
+                outcomes[i] = (item.message, False)
             elif item.client_msg_id and (item.user_id, item.client_msg_id) in claimed:
                 continue  # outcome None: retried after this batch (see _resolve)
             else:
                 if item.client_msg_id:
                     claimed.add((item.user_id, item.client_msg_id))
-                written.drafts[item.conversation_id].append(item)
-                written.position[item.id] = i
-                if item.thread_root_id is not None:
-                    replies[item.thread_root_id] += 1
-        if written.drafts:
-            written.seqs = await tx.insert_new_messages_txn(written.drafts, self._created_event)
+                by_conversation[item.conversation_id].append(item)
+                position[item.id] = i
+
+        stored: list[Message] = []
+        replies: dict[int, int] = defaultdict(int)
+        last_seqs = await tx.bump_seqs_txn({c: len(drafts) for c, drafts in by_conversation.items()})
+        timing.sequenced = time.perf_counter()
+        for conversation_id, drafts in by_conversation.items():
+            last = last_seqs[conversation_id]
+            for offset, draft in enumerate(drafts):
+                message = draft.model_copy(update={"seq": last - len(drafts) + 1 + offset})
+                stored.append(message)
+                outcomes[position[message.id]] = (message, True)
+                if message.thread_root_id is not None:
+                    replies[message.thread_root_id] += 1
+        if stored:
+            await tx.insert_messages_txn(stored)
+            await tx.append_events_txn([_created_event(self._ids, m) for m in stored])
         for root_id, count in replies.items():
             await tx.increment_reply_count_txn(root_id, count)
         timing.written = time.perf_counter()
-        return written
-
-    def _created_event(self, message: Message) -> Event:
-        return new_event(
-            self._ids,
-            EventType.MESSAGE_CREATED,
-            workspace_id=message.workspace_id,
-            conversation_id=message.conversation_id,
-            seq=message.seq,
-            data={"message": message.model_dump(mode="json")},
-        )
+        return outcomes
 
 
-@dataclass(slots=True)
-class _WrittenBatch:
-    """A batch's transaction, as the writer finishes it after the commit: each send's outcome,
-    the new messages by conversation (seq not set yet) with their places in the batch, and the
-    seqs the store gave them."""
-
-    outcomes: list[Outcome | None]
-    drafts: dict[int, list[Message]] = field(default_factory=lambda: defaultdict(list))
-    position: dict[int, int] = field(default_factory=dict)  # message id → index in the batch
-    seqs: NewSeqs = field(default_factory=NewSeqs)
+def _created_event(ids: IdGenerator, message: Message) -> Event:
+    return new_event(
+        ids,
+        EventType.MESSAGE_CREATED,
+        workspace_id=message.workspace_id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        data={"message": message.model_dump(mode="json")},
+    )
 
 
 def _classify_failure() -> BaseException:

@@ -4,9 +4,8 @@ reactions, read markers and the transactional outbox).
 Guarantees every adapter gives:
 - everything done inside one ``write()`` block commits atomically or not at all, and the block
   returns only after a durable commit;
-- ``bump_seq_txn`` (and ``insert_new_messages_txn``) locks the conversation until commit, so seqs
-  are gap-free and strictly increasing per conversation and outbox rows of one conversation are
-  ordered like their seqs;
+- ``bump_seq_txn`` locks the conversation until commit, so seqs are gap-free and strictly
+  increasing per conversation and outbox rows of one conversation are ordered like their seqs;
 - ``transact(work)`` is ``write()`` for a block that awaits nothing but its writer: the same
   promise, but the adapter may run the whole transaction away from the event loop (the
   embedded store does: one hand-off to its database thread per transaction, not one per
@@ -24,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -55,24 +54,6 @@ class Invite:
 class Membership:
     conversation: Conversation
     last_read_seq: int
-
-
-@dataclass(slots=True)
-class NewSeqs:
-    """The seqs a store gave a batch of new messages: each conversation's last seq, that
-    conversation's messages numbered up to it in the order given. Complete once the transaction
-    has committed: a store may take the seqs in the commit's own round trip (MySQL does, so no
-    other batch of these conversations waits for this one's round trips)."""
-
-    last: dict[int, int] = field(default_factory=dict)
-
-    def number(self, drafts: Mapping[int, Sequence[Message]]) -> list[Message]:
-        """``drafts`` (conversation id → messages whose seq is not set yet) with their seqs."""
-        numbered: list[Message] = []
-        for conversation_id, messages in drafts.items():
-            first = self.last[conversation_id] - len(messages) + 1
-            numbered.extend(m.model_copy(update={"seq": first + k}) for k, m in enumerate(messages))
-        return numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,14 +222,6 @@ class StoreWriter(StoreReader, Protocol):
     async def bump_seqs_txn(self, counts: Mapping[int, int]) -> dict[int, int]:
         """``bump_seq_txn`` for several conversations at once (conversation id → count); returns
         each one's last reserved seq."""
-        ...
-
-    async def insert_new_messages_txn(
-        self, drafts: Mapping[int, Sequence[Message]], event_of: Callable[[Message], Event]
-    ) -> NewSeqs:
-        """Number each conversation's ``drafts`` after its last seq, in the order given, locking
-        those conversations until commit (as ``bump_seqs_txn``), and insert them with their
-        outbox events (``event_of`` each numbered message). Read the seqs after the commit."""
         ...
 
     async def insert_messages_txn(self, messages: Sequence[Message]) -> None: ...

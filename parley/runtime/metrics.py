@@ -50,7 +50,7 @@ FINE_BUCKETS = (
 WRITE_BATCH_PHASE_SECONDS = Histogram(
     "parley_write_batch_phase_seconds",
     "Where a group-commit batch's time goes (see MessageWriter's BatchTiming)",
-    ["phase"],  # handoff, check, rows, commit (on MySQL incl. the seqs and their row-lock waits)
+    ["phase"],  # handoff, check, seqs (incl. row-lock waits on MySQL), rows, commit
     buckets=FINE_BUCKETS,
 )
 EVENT_AGE = Histogram(

@@ -152,7 +152,7 @@ async def test_every_batch_reports_where_its_time_went(server: RunningServer) ->
         phase: points[-1][1] - dict(before.batch_phases.get(phase, [])).get(float("inf"), 0.0)
         for phase, points in after.batch_phases.items()
     }
-    assert counts == dict.fromkeys(["handoff", "check", "rows", "commit"], batches)
+    assert counts == dict.fromkeys(["handoff", "check", "seqs", "rows", "commit"], batches)
     p99 = hops.batch_phase_ms(before, after, 0.99)
     assert p99.keys() == counts.keys() and all(ms >= 0 for ms in p99.values())
     await world.close()

@@ -5,7 +5,6 @@ in order, in fewer round trips, and a failure still leaves nothing written."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pymysql
@@ -13,10 +12,6 @@ import pytest
 from pymysql.err import IntegrityError
 
 from parley.adapters.store.mysql_pipeline import PipeliningConnection
-from parley.composition import Parley
-from parley.ports.store import NewSeqs, StoreWriter
-from parley.settings import Settings
-from tests.contract.test_store import _conversation, _created, _message
 from tests.engines import engine_url
 from tests.support.engines import mysql_database
 
@@ -115,35 +110,3 @@ def test_a_held_back_write_without_a_translation_raises_the_drivers_error(url: s
         conn.rollback()
     assert _committed(url, "SELECT COUNT(*) FROM rows_") == [(0,)]
     conn.close()
-
-
-async def test_a_send_batch_takes_its_seqs_and_commits_in_one_round_trip(tmp_path: Path) -> None:
-    """The send path's write on MySQL: the conversations' seq UPDATEs (their row locks), the
-    rows, the read of the seqs and the COMMIT go out in one packet, so a batch holds its
-    conversations' locks for no client round trip — another node's batch waits only for this
-    packet's work on the server. (Before, the seqs' SELECT was a round trip of its own inside
-    the lock window.)"""
-    with mysql_database(engine_url("mysql")) as database_url:
-        parley = Parley(Settings(data_dir=tmp_path, database_url=database_url), "tool")
-        await parley.start("store")
-        try:
-            user, first = await _conversation(parley.store)
-            _, second = await _conversation(parley.store, "random")
-            drafts = {
-                first.id: [_message(user, first, 0), _message(user, first, 0)],
-                second.id: [_message(user, second, 0)],
-            }
-            connections: list[PipeliningConnection] = []
-
-            async def write(tx: StoreWriter) -> tuple[NewSeqs, int]:
-                raw = tx._c._conn.connection.dbapi_connection  # type: ignore[attr-defined]
-                assert isinstance(raw, PipeliningConnection)  # the writer thread's connection
-                connections.append(raw)
-                before = raw.round_trips
-                return await tx.insert_new_messages_txn(drafts, _created), before
-
-            seqs, before = await parley.store.transact(write)
-            assert connections[0].round_trips - before == 1  # the one packet, COMMIT included
-            assert seqs.last == {first.id: 2, second.id: 1}
-        finally:
-            await parley.close()

@@ -5,9 +5,8 @@ their seqs to the ``COMMIT``, and every round trip inside that window is a wait 
 realtime nodes sending to the same conversations. Statements whose results nobody reads (the
 ``UPDATE`` of the seqs before the ``SELECT`` that reads them, the messages' and outbox rows'
 ``INSERT``s) are held back (``deferred()``) and go out in one multi-statement packet together
-with the next statement that needs an answer, or with the ``COMMIT``. A held statement may
-also be a read whose rows are wanted only after the commit (``deferred(rows_into=…)``): the send
-batch takes its seqs that way, so the whole of its lock window is one packet on the server.
+with the next statement that needs an answer, or with the ``COMMIT``: a batch holds its locks
+for two round trips instead of five.
 
 Nothing changes in what the server does: the same statements in the same order in the same
 transaction. MySQL stops a multi-statement packet at its first error, so the statements after
@@ -38,7 +37,6 @@ ConflictError = Callable[[], Exception]
 class _Held:
     sql: bytes
     on_conflict: ConflictError | None
-    rows_into: list[tuple[Any, ...]] | None = None
 
 
 class PipeliningConnection(Connection):  # type: ignore[misc]
@@ -49,24 +47,18 @@ class PipeliningConnection(Connection):  # type: ignore[misc]
         self._held: list[_Held] = []
         self._held_bytes = 0
         self._deferring: ConflictError | bool | None = False
-        self._rows_into: list[tuple[Any, ...]] | None = None
         self.round_trips = 0  # COM_QUERY packets sent: what the pipeline saves, visible to tests
         super().__init__(*args, **kwargs)
 
     @contextmanager
-    def deferred(
-        self, on_conflict: ConflictError | None = None, *, rows_into: list[tuple[Any, ...]] | None = None
-    ) -> Iterator[None]:
+    def deferred(self, on_conflict: ConflictError | None = None) -> Iterator[None]:
         """Hold back what is executed inside; an ``IntegrityError`` it raises later (when it is
-        sent) becomes ``on_conflict()``. The rows a held read returns, when it is sent, are
-        appended to ``rows_into`` (the cursor sees none)."""
+        sent) becomes ``on_conflict()``."""
         self._deferring = on_conflict if on_conflict is not None else True
-        self._rows_into = rows_into
         try:
             yield
         finally:
             self._deferring = False
-            self._rows_into = None
 
     # -- PyMySQL's entry points ------------------------------------------------------------
     def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
@@ -100,7 +92,7 @@ class PipeliningConnection(Connection):  # type: ignore[misc]
     # -- the pipeline ----------------------------------------------------------------------
     def _hold(self, sql: bytes) -> int:
         on_conflict = None if self._deferring is True else self._deferring
-        self._held.append(_Held(sql, on_conflict, self._rows_into))  # type: ignore[arg-type]
+        self._held.append(_Held(sql, on_conflict))  # type: ignore[arg-type]
         self._held_bytes += len(sql)
         # What the cursor reads back for a held statement: no rows, nothing known yet.
         self._result = MySQLResult(self)
@@ -123,8 +115,6 @@ class PipeliningConnection(Connection):  # type: ignore[misc]
                 if statement.on_conflict is None:
                     raise
                 raise statement.on_conflict() from exc
-            if statement.rows_into is not None:
-                statement.rows_into.extend(self._result.rows or ())
 
     def _drop_held(self) -> list[_Held]:
         held, self._held, self._held_bytes = self._held, [], 0

@@ -92,7 +92,6 @@ from parley.ports.store import (
     Invite,
     Lease,
     Membership,
-    NewSeqs,
     OutboxRow,
     Store,
     StoreReader,
@@ -149,13 +148,6 @@ _mark_seq_range = (
     .values(published=True)
 )
 _insert_outbox = insert(t.outbox)
-# A batch's messages are serialized with these seqs (one each) until the commit tells theirs.
-_SEQ_STAND_IN = 2**62
-# The batch's statements held for the commit's packet, in PyMySQL's own SQL: SQLAlchemy compiling
-# a multi-row INSERT with SQL expressions in its rows cost 1.2 ms of CPU per send (bench.write_cost).
-_BUMP_SEQ_SQL = "UPDATE conversations SET last_seq = last_seq + %s WHERE id = %s"
-_LAST_SEQ_SQL = "SELECT last_seq FROM conversations WHERE id = %s"
-_Sql = tuple[str, tuple[Any, ...]]  # a fragment and its parameters
 _insert_outbox_returning = insert(t.outbox).returning(t.outbox.c.id, sort_by_parameter_order=True)
 
 
@@ -184,11 +176,6 @@ class _ThreadConnection:
     def dialect(self) -> Dialect:
         return self._conn.dialect
 
-    @property
-    def holds_back(self) -> bool:
-        """Whether ``execute_later`` holds statements back (MySQL's pipelining connections)."""
-        return isinstance(self._conn.connection.dbapi_connection, PipeliningConnection)
-
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
 
@@ -204,21 +191,6 @@ class _ThreadConnection:
             self._conn.execute(statement, parameters)
         return True
 
-    def hold_driver_sql(
-        self,
-        sql: str,
-        parameters: tuple[Any, ...] | list[Any],
-        on_conflict: WriteConflict | None,
-        rows_into: list[tuple[Any, ...]] | None,
-    ) -> None:
-        """``execute_later`` for SQL in the driver's own dialect (no SQLAlchemy compilation); a
-        held read's rows land in ``rows_into`` when it is sent."""
-        raw = self._conn.connection.dbapi_connection
-        if not isinstance(raw, PipeliningConnection):
-            raise RuntimeError("only a pipelining connection holds statements back")
-        with raw.deferred(on_conflict, rows_into=rows_into):
-            self._conn.exec_driver_sql(sql, tuple(parameters))
-
 
 async def _on_thread(
     threads: ThreadPoolExecutor,
@@ -233,9 +205,7 @@ async def _on_thread(
     def run() -> T:
         with open_connection() as conn:
             session = SqlSession(_ThreadConnection(conn), appended, committed)
-            result = _run_to_completion(cast(Coroutine[Any, Any, T], work(session)))
-        session.committed()  # reached only if the block committed (or was a read)
-        return result
+            return _run_to_completion(cast(Coroutine[Any, Any, T], work(session)))
 
     return await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run, run)
 
@@ -248,43 +218,6 @@ def _run_to_completion(coro: Coroutine[Any, Any, T]) -> T:
         return cast(T, done.value)
     coro.close()
     raise RuntimeError("a transact() block awaited something other than its store writer")
-
-
-def _row(values: Mapping[str, Any], expressions: Mapping[str, _Sql]) -> _Sql:
-    """One row of a multi-row INSERT: a parameter per value, or the SQL expression given."""
-    parts: list[str] = []
-    parameters: list[Any] = []
-    for column, value in values.items():
-        fragment, extra = expressions.get(column, ("%s", (value,)))
-        parts.append(fragment)
-        parameters.extend(extra)
-    return f"({', '.join(parts)})", tuple(parameters)
-
-
-def _insert(table: str, columns: Mapping[str, Any], rows: Sequence[_Sql]) -> tuple[str, list[Any]]:
-    names = ", ".join(f"`{c}`" for c in columns)
-    values = ", ".join(sql for sql, _ in rows)
-    return f"INSERT INTO `{table}` ({names}) VALUES {values}", [p for _, row in rows for p in row]
-
-
-def _seq_field(seq: int) -> bytes:
-    """An event payload's seq field, as pydantic writes it (compact JSON)."""
-    return b'"seq":%d' % seq
-
-
-def _outbox_values(
-    event: Event, payload: bytes, written_at: datetime, request_id: str | None
-) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "conversation_id": event.conversation_id,
-        "seq": event.seq,
-        "type": event.type.value,
-        "payload": payload,
-        "created_at": _db(written_at),
-        "published": False,
-        "request_id": request_id,
-    }
 
 
 def _duplicate_message() -> Conflict:
@@ -386,13 +319,6 @@ class SqlSession:
         # and for its on_commit listeners (None: nobody listens).
         self._appended = appended
         self._committed = committed
-        # What only the commit's results tell (the seqs MySQL takes in the commit's packet).
-        self._after_commit: list[Callable[[], None]] = []
-
-    def committed(self) -> None:
-        """The transaction has committed: finish what waited for its results."""
-        for finish in self._after_commit:
-            finish()
 
     async def _write(
         self, statement: Executable, parameters: Any = None, on_conflict: WriteConflict | None = None
@@ -408,18 +334,6 @@ class SqlSession:
             if on_conflict is None:
                 raise
             raise on_conflict() from exc
-
-    def _hold(
-        self,
-        sql: str,
-        parameters: tuple[Any, ...] | list[Any],
-        on_conflict: WriteConflict | None = None,
-        *,
-        rows_into: list[tuple[Any, ...]] | None = None,
-    ) -> None:
-        """Hold back a statement in the driver's own SQL for the commit's packet (a read's rows
-        land in ``rows_into`` then). Only where the connection ``holds_back``."""
-        self._c.hold_driver_sql(sql, parameters, on_conflict, rows_into)  # type: ignore[attr-defined]
 
     # -- users ---------------------------------------------------------------------------
     async def get_user(self, user_id: int) -> User | None:
@@ -682,79 +596,6 @@ class SqlSession:
         )
         return bool(result.rowcount)
 
-    async def insert_new_messages_txn(
-        self, drafts: Mapping[int, Sequence[Message]], event_of: Callable[[Message], Event]
-    ) -> NewSeqs:
-        seqs = NewSeqs()
-        if not drafts:
-            return seqs
-        if self._appended is None and self._holds_reads_for_the_commit():
-            return await self._insert_new_messages_in_the_commit(drafts, event_of)
-        seqs.last = await self.bump_seqs_txn({c: len(messages) for c, messages in drafts.items()})
-        numbered = seqs.number(drafts)
-        await self.insert_messages_txn(numbered)
-        await self.append_events_txn([event_of(m) for m in numbered])
-        return seqs
-
-    def _holds_reads_for_the_commit(self) -> bool:
-        return bool(getattr(self._c, "holds_back", False))
-
-    async def _insert_new_messages_in_the_commit(
-        self, drafts: Mapping[int, Sequence[Message]], event_of: Callable[[Message], Event]
-    ) -> NewSeqs:
-        """MySQL's writer threads: the seqs are taken on the server, in the commit's packet.
-
-        Each conversation's ``UPDATE`` (the row lock that orders its sends) and a variable
-        holding the seq before this batch's are held back with the rows, whose seqs are that
-        variable plus their place; the variables are read in the same packet, before the
-        ``COMMIT``. So the lock is held for no round trip at all: another node's batch for the
-        same conversation waits only for this packet's own work on the server. The outbox
-        payloads are serialized in Python with a stand-in seq that the server replaces
-        (``"seq":`` never occurs inside a JSON string: its quote would be escaped), and here
-        once the commit has told the seqs (the rows ``on_commit`` listeners are handed)."""
-        seqs = NewSeqs()
-        ids = sorted(drafts)  # lock order: two batches lock their common conversations alike
-        written_at = datetime.now(UTC)
-        request_id = request_id_var.get()
-        messages: list[_Sql] = []
-        outbox: list[_Sql] = []
-        # Each event, its stand-in seq field, its conversation's place in ``ids``, its own there.
-        events: list[tuple[Event, bytes, int, int]] = []
-        for j, conversation_id in enumerate(ids):
-            count = len(drafts[conversation_id])
-            before = f"@parley_seq_before_{j}"
-            self._hold(_BUMP_SEQ_SQL, (count, conversation_id))
-            self._hold(f"SET {before} = ({_LAST_SEQ_SQL}) - %s", (conversation_id, count))
-            for offset, draft in enumerate(drafts[conversation_id]):
-                stood_in = draft.model_copy(update={"seq": _SEQ_STAND_IN + len(events)})
-                seq = (f"{before} + {offset + 1}", ())
-                event, stand_in = event_of(stood_in), _seq_field(stood_in.seq)
-                payload = (f"REPLACE(%s, %s, CONCAT('\"seq\":', {seq[0]}))", (event.to_bytes(), stand_in))
-                messages.append(_row(_message_values(stood_in), {"seq": seq}))
-                outbox.append(
-                    _row(_outbox_values(event, b"", written_at, request_id), {"seq": seq, "payload": payload})
-                )
-                events.append((event, stand_in, j, offset))
-        self._hold(*_insert("messages", _message_values(drafts[ids[0]][0]), messages), _duplicate_message)
-        self._hold(*_insert("outbox", _outbox_values(events[0][0], b"", written_at, None), outbox))
-        befores: list[tuple[Any, ...]] = []
-        self._hold(
-            "SELECT " + ", ".join(f"@parley_seq_before_{j}" for j in range(len(ids))), (), rows_into=befores
-        )
-
-        def finish() -> None:
-            # One row: each conversation's seq before this batch; its last is that plus its count.
-            befores_row = [int(b) for b in befores[0]]
-            seqs.last = {c: before + len(drafts[c]) for c, before in zip(ids, befores_row, strict=True)}
-            if self._committed is not None:
-                for event, stand_in, j, offset in events:
-                    seq = befores_row[j] + offset + 1
-                    payload = event.to_bytes().replace(stand_in, _seq_field(seq))
-                    self._committed.append(CommittedEvent(ids[j], seq, payload, request_id, written_at))
-
-        self._after_commit.append(finish)
-        return seqs
-
     async def bump_seq_txn(self, conversation_id: int, count: int = 1) -> int:
         return (await self.bump_seqs_txn({conversation_id: count}))[conversation_id]
 
@@ -952,9 +793,22 @@ class SqlSession:
     # -- outbox --------------------------------------------------------------------------
     async def append_events_txn(self, events: Sequence[Event]) -> None:
         written_at = datetime.now(UTC)
+        now = _db(written_at)
         request_id = request_id_var.get()
         payloads = [e.to_bytes() for e in events]
-        rows = [_outbox_values(e, p, written_at, request_id) for e, p in zip(events, payloads, strict=True)]
+        rows = [
+            {
+                "event_id": e.event_id,
+                "conversation_id": e.conversation_id,
+                "seq": e.seq,
+                "type": e.type.value,
+                "payload": payload,
+                "created_at": now,
+                "published": False,
+                "request_id": request_id,
+            }
+            for e, payload in zip(events, payloads, strict=True)
+        ]
         if self._committed is not None:
             self._committed.extend(
                 CommittedEvent(int(str(e.conversation_id)), int(str(e.seq)), p, request_id, written_at)
