@@ -64,10 +64,10 @@ def _pids(processes: Sequence[ClusterProcess]) -> dict[str, int]:
     return {p.name: p.pid for p in processes if p.pid is not None}
 
 
-def _metrics_urls(processes: Sequence[ClusterProcess]) -> list[str]:
+def _metrics_urls(processes: Sequence[ClusterProcess]) -> dict[str, str]:
     # nginx does not route /metrics: each service's own port does (one histogram per process;
     # bench/hops.py adds them up).
-    return [f"http://127.0.0.1:{p.port}" for p in processes if p.kind != "nginx"]
+    return {p.name: f"http://127.0.0.1:{p.port}" for p in processes if p.kind != "nginx"}
 
 
 def _ws_url(url: str) -> str:
@@ -114,6 +114,10 @@ class _ClusterTarget:
 
     @property
     def metrics_urls(self) -> list[str]:
+        return list(_metrics_urls(self._processes).values())
+
+    @property
+    def metrics_by_process(self) -> dict[str, str]:
         return _metrics_urls(self._processes)
 
     def processes(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ realtime node; the writes on every api and realtime node): ``scrape_all`` reads 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 AGE_METRIC = "parley_event_age_seconds"
 PHASE_METRIC = "parley_write_batch_phase_seconds"  # where a group-commit batch's time goes
+LAG_METRIC = "parley_event_loop_lag_seconds"  # per process: how late its loop ran (loop_health)
+GC_METRIC = "parley_gc_pause_seconds"
 WRITE_TOTALS = {  # group commit: sample name → key
     "parley_write_batch_sends_sum": "sends",
     "parley_write_batch_sends_count": "batches",
@@ -36,6 +38,8 @@ class Scrape:
     ages: Buckets
     write_totals: dict[str, float]
     batch_phases: Buckets = field(default_factory=dict)
+    # "lag": the event loop's lag; "gc0" … "gc2": collection pauses by generation
+    loop_health: Buckets = field(default_factory=dict)
 
 
 async def scrape(base_url: str) -> Scrape:
@@ -43,6 +47,12 @@ async def scrape(base_url: str) -> Scrape:
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{base_url}/metrics")).text
     return parse(text)
+
+
+async def scrape_each(base_urls: Mapping[str, str]) -> dict[str, Scrape]:
+    """Each process's own counts (name → base URL), e.g. to tell which one stalled."""
+    scrapes = await asyncio.gather(*(scrape(url) for url in base_urls.values()))
+    return dict(zip(base_urls, scrapes, strict=True))
 
 
 async def scrape_all(base_urls: Sequence[str]) -> Scrape:
@@ -58,7 +68,10 @@ def merge(scrapes: Sequence[Scrape]) -> Scrape:
         for key, value in one.write_totals.items():
             totals[key] = totals.get(key, 0.0) + value
     return Scrape(
-        _summed([one.ages for one in scrapes]), totals, _summed([one.batch_phases for one in scrapes])
+        _summed([one.ages for one in scrapes]),
+        totals,
+        _summed([one.batch_phases for one in scrapes]),
+        _summed([one.loop_health for one in scrapes]),
     )
 
 
@@ -76,6 +89,7 @@ def parse(text: str) -> Scrape:
     """One ``/metrics`` page's event-age buckets and group-commit totals."""
     ages: Buckets = {}
     phases: Buckets = {}
+    health: Buckets = {}
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -86,10 +100,14 @@ def parse(text: str) -> Scrape:
             elif family.name == PHASE_METRIC and sample.name.endswith("_bucket"):
                 point = (float(sample.labels["le"]), sample.value)
                 phases.setdefault(sample.labels["phase"], []).append(point)
+            elif family.name in (LAG_METRIC, GC_METRIC) and sample.name.endswith("_bucket"):
+                key = "lag" if family.name == LAG_METRIC else f"gc{sample.labels['generation']}"
+                health.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
     return Scrape(
         {hop: sorted(points) for hop, points in ages.items()},
         totals,
         {phase: sorted(points) for phase, points in phases.items()},
+        {key: sorted(points) for key, points in health.items()},
     )
 
 
@@ -108,6 +126,28 @@ def batch_phase_ms(before: Scrape, after: Scrape, q: float) -> dict[str, float]:
     """The ``q`` quantile (ms) of each phase of the group-commit batches between the scrapes
     (handoff, check, seqs, rows, commit: see ``BatchTiming``)."""
     return _quantiles_ms(before.batch_phases, after.batch_phases, q)
+
+
+def loop_health(before: Scrape, after: Scrape) -> dict[str, float]:
+    """One process's loop between the scrapes: its lag p99 and how often it ran 50+ ms late
+    (``lag_p99_ms``, ``stalls``), and its full collections (``gc2``: how many, their p99)."""
+    p99 = _quantiles_ms(before.loop_health, after.loop_health, 0.99)
+    figures = {"lag_p99_ms": p99.get("lag", 0.0), "stalls": _above(before, after, "lag", 0.05)}
+    figures["gc2"] = _above(before, after, "gc2", 0.0)
+    figures["gc2_p99_ms"] = p99.get("gc2", 0.0)
+    return figures
+
+
+def _above(before: Scrape, after: Scrape, key: str, seconds: float) -> float:
+    """Observations of ``key`` above ``seconds`` (a bucket bound) between the scrapes."""
+
+    def above(points: list[tuple[float, float]]) -> float:
+        if not points:
+            return 0.0
+        within = max((count for bound, count in points if bound <= seconds), default=0.0)
+        return points[-1][1] - within
+
+    return above(after.loop_health.get(key, [])) - above(before.loop_health.get(key, []))
 
 
 def _quantiles_ms(before: Buckets, after: Buckets, q: float) -> dict[str, float]:

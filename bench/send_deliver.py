@@ -186,9 +186,11 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
             await _warm_up(senders, listeners)
             result = await _saturate(server, senders, listeners, options, engines=mode != "embedded")
             rate = options.paced_rate or options.load_fraction * result["sends_per_s"]
-            before = await hops.scrape_all(server.metrics_urls)
+            before_each = await hops.scrape_each(server.metrics_by_process)
             result |= await _paced(senders, listeners, options, rate)
-            after = await hops.scrape_all(server.metrics_urls)
+            after_each = await hops.scrape_each(server.metrics_by_process)
+            before, after = hops.merge(list(before_each.values())), hops.merge(list(after_each.values()))
+            result |= _loop_figures(before_each, after_each)
             result |= _hop_figures(hops.median_ms(before, after), hops.quantile_ms(before, after, 0.99))
             result |= hops.write_batches(before, after)
             result["frames_per_write"] = hops.frames_per_write(before, after)
@@ -421,6 +423,23 @@ async def _paced(
         f"{result['schedule_lag_p99_ms']:.1f} ms"
     )
     return result
+
+
+def _loop_figures(before: dict[str, hops.Scrape], after: dict[str, hops.Scrape]) -> dict[str, float]:
+    """Phase B's event loops, process by process (``parley.runtime.loop_health``): which one ran
+    late, and whether full collections were the cause."""
+    figures = {name: hops.loop_health(before[name], after[name]) for name in after}
+    figures = {name: f for name, f in figures.items() if f["lag_p99_ms"] > 0}
+    if not figures:
+        return {}
+    progress(
+        "phase B: event-loop lag p99 ms (stalls of 50+ ms; full collections, p99 ms) by process: "
+        + ", ".join(
+            f"{name} {f['lag_p99_ms']:.1f} ({f['stalls']:.0f}; {f['gc2']:.0f}, {f['gc2_p99_ms']:.1f})"
+            for name, f in figures.items()
+        )
+    )
+    return {f"loop_{name}_{key}": value for name, f in figures.items() for key, value in f.items()}
 
 
 def _hop_figures(medians: dict[str, float], p99s: dict[str, float]) -> dict[str, float]:

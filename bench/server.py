@@ -55,6 +55,11 @@ class Server(Protocol):
         process in a cluster; none when unknown)."""
         ...
 
+    @property
+    def metrics_by_process(self) -> dict[str, str]:
+        """The same URLs by process name."""
+        ...
+
     def processes(self) -> dict[str, int]:
         """The server's processes by name → pid (each with its children, e.g. nginx's
         workers): what its CPU figure sums. Empty when the harness cannot see them."""
@@ -161,6 +166,10 @@ class ParleyServer:
     @property
     def metrics_urls(self) -> list[str]:
         return [self.url]
+
+    @property
+    def metrics_by_process(self) -> dict[str, str]:
+        return {self.module.rsplit(".", 1)[-1]: self.url}
 
     def processes(self) -> dict[str, int]:
         return {self.module.rsplit(".", 1)[-1]: self.pid}

@@ -62,6 +62,19 @@ EVENT_AGE = Histogram(
     buckets=FINE_BUCKETS,
 )
 
+# Every service process (parley.runtime.loop_health): where a tail latency stalled.
+EVENT_LOOP_LAG = Histogram(
+    "parley_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every 50 ms: what any ready callback waited then",
+    buckets=FINE_BUCKETS,
+)
+GC_PAUSE = Histogram(
+    "parley_gc_pause_seconds",
+    "Python garbage collections, by generation: how long each stopped the process",
+    ["generation"],
+    buckets=FINE_BUCKETS,
+)
+
 
 def observe_age(hop: str, ts: datetime) -> None:
     observe_ages(hop, (ts,))

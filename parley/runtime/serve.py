@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from parley.runtime.logging import configure_logging
+from parley.runtime.loop_health import CollectionTimer, LoopLagProbe
 from parley.runtime.websocket_protocol import BatchingWebSocketProtocol, WebSocketFastLane
 from parley.settings import Settings, get_settings
 
@@ -81,6 +82,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._draining = False
+        self._lag_probe = LoopLagProbe()
+        self._collections = CollectionTimer()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -88,6 +91,13 @@ class DrainingServer(uvicorn.Server):
         # process: out of the collector's sight, a full collection walks only what came after
         # — measured under load: full collections of 100-180 ms, each a stall of every socket.
         gc.freeze()
+        self._lag_probe.start()
+        self._collections.install()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._lag_probe.stop()
+        self._collections.uninstall()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         before_exit = getattr(self._app.state, "before_exit", None)

@@ -68,6 +68,9 @@ async def test_send_deliver_through_nginx_misses_nothing_and_sees_every_process(
     # their processes: all present means every service's /metrics was read.
     assert result["age_delivery_p50_ms"] > 0 and result["age_fanout_p50_ms"] > 0
     assert result["age_relay_p50_ms"] > 0
+    # Event-loop lag and collections, process by process: every Parley process reported its own.
+    lagging = {k.split("_")[1] for k in result if k.startswith("loop_") and k.endswith("_lag_p99_ms")}
+    assert lagging == names - {"nginx"}
 
 
 async def test_cluster_mode_starts_its_own_cluster_and_removes_its_data() -> None:
