@@ -89,6 +89,25 @@ async def test_sending_too_fast_over_rest_is_429_with_retry_after(tmp_path: Path
 
 
 @MODES
+async def test_a_burst_over_the_rate_limit_writes_exactly_what_was_admitted(
+    tmp_path: Path, mode: str
+) -> None:
+    """Concurrent sends past the burst, admitted and refused ones in the same batches: each
+    refused one is a 429 and nothing of it is stored; each admitted one is stored once."""
+    async with serve(tmp_path, mode, rate_limit_per_second=0.01, rate_limit_burst=4) as running:
+        world = await make_world(running.url)
+        alice = world.users[0]
+        path = f"/api/v1/conversations/{world.channel_id}/messages"
+        responses = await asyncio.gather(*(alice.http.post(path, json={"text": f"m{n}"}) for n in range(12)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201] * 4 + [429] * 8
+        created = sorted(r.json()["text"] for r in responses if r.status_code == 201)
+        history = await alice.get(f"/conversations/{world.channel_id}/messages")
+        assert sorted(m["text"] for m in history["messages"]) == created
+        await world.close()
+
+
+@MODES
 async def test_sending_too_fast_over_websocket_gets_an_error_frame_with_retry_after(
     tmp_path: Path, mode: str
 ) -> None:
