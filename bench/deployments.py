@@ -29,7 +29,7 @@ from typing import Any
 from bench.scenario import UNLIMITED_RATE, Options, progress
 from bench.server import REPO, EngineUrls, Mode, ParleyServer, Server, remove_run_data
 
-LAUNCHER = REPO / "deploy" / "local" / "cluster.py"
+LAUNCHER = Path("deploy") / "local" / "cluster.py"  # in the checkout the cluster runs from
 GATEWAY_OFFSET = 80
 WORKER_OFFSETS = (301, 302, 303, 304, 401)  # relay, fanout, indexer, cache, slack-1
 # Below Linux's ephemeral range (32768-60999): a port found free there can be taken by an
@@ -135,13 +135,15 @@ class ClusterServer(_ClusterTarget):
         urls: EngineUrls | None = None,
         api_nodes: int = 2,
         realtime_nodes: int = 2,
+        repo: Path = REPO,
     ) -> None:
         self.urls = urls or EngineUrls()
+        self.repo = repo
         self.tag = uuid.uuid4().hex[:10]
         self.api_nodes, self.realtime_nodes = api_nodes, realtime_nodes
         # Under the repo's .state/, not /tmp's 0700 folders: nginx workers run as www-data when
         # the harness runs as root, and must reach their temp folder (as in tests/e2e).
-        self.state_dir = REPO / ".state" / "bench" / f"cluster-{self.tag}"
+        self.state_dir = repo / ".state" / "bench" / f"cluster-{self.tag}"
         self.database = f"parley_test_bench_{self.tag}"
         self.topic = f"parley.bench-{self.tag}.conversation-events.v1"
         self.index = f"parley-bench-{self.tag}"
@@ -156,7 +158,7 @@ class ClusterServer(_ClusterTarget):
     def _launcher(self, command: str) -> list[str]:
         return [
             sys.executable,
-            str(LAUNCHER),
+            str(self.repo / LAUNCHER),
             command,
             "--state-dir",
             str(self.state_dir),
@@ -200,7 +202,7 @@ class ClusterServer(_ClusterTarget):
         with (self.state_dir / "launcher.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *self._launcher(command),
-                cwd=REPO,
+                cwd=self.repo,
                 env=self._environment(),
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -293,8 +295,9 @@ def server_for(options: Options, mode: Mode, settings: dict[str, str] | None = N
             urls=options.urls,
             api_nodes=deployment.api_nodes,
             realtime_nodes=deployment.realtime_nodes,
+            repo=deployment.server_repo,
         )
-    return ParleyServer(mode, settings=merged, urls=options.urls)
+    return ParleyServer(mode, settings=merged, urls=options.urls, repo=deployment.server_repo)
 
 
 @asynccontextmanager

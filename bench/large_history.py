@@ -100,7 +100,9 @@ _seeded: dict[Mode, _Seeded] = {}
 
 async def _seed(options: Options, mode: Mode) -> _Seeded:
     spec = SeedSpec(messages=options.bulk_messages, channels=options.bulk_channels)
-    server = ParleyServer(mode, settings=UNLIMITED_RATE, urls=options.urls)
+    server = ParleyServer(
+        mode, settings=UNLIMITED_RATE, urls=options.urls, repo=options.deployment.server_repo
+    )
     progress(f"history-1m: seeding {spec.messages:,} messages in {spec.channels} channels ({mode})")
     await server.start()
     try:

@@ -129,6 +129,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "its cluster.json gives the pids (CPU figures) and metrics ports (hop ages)",
     )
     g.add_argument(
+        "--versus",
+        type=Path,
+        metavar="CHECKOUT",
+        help="compare with the server of another checkout (e.g. `git worktree add ../before HEAD~1`; "
+        "its server runs on this harness's Python): each figure is taken --runs times from each, "
+        "interleaved A B B A A B … "
+        "(on a shared machine the second run of a pair tends to do better), and the medians are "
+        "printed side by side",
+    )
+    g.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -213,15 +223,39 @@ async def wait_for_quiet(max_load: float | None, max_wait: float) -> None:
         waited += 10
 
 
+Variant = tuple[str, Options]  # a label and the options of the servers it runs
+
+
+def variants_of(options: Options, versus: Path | None) -> list[Variant]:
+    """This checkout's server, and with ``--versus`` the other checkout's."""
+    if versus is None:
+        return [("", options)]
+    other = replace(options, deployment=replace(options.deployment, server_repo=versus.resolve()))
+    return [("this checkout", options), (str(versus), other)]
+
+
+def interleaved(variants: Sequence[Variant], runs: int) -> list[Variant]:
+    """``runs`` runs of each variant in A B B A A B … order: each variant as often first as
+    second in a pair, so whatever favours a pair's first or second run favours neither."""
+    order: list[Variant] = []
+    for n in range(runs):
+        order += variants if n % 2 == 0 else list(reversed(variants))
+    return order
+
+
 async def run_scenario(
-    scenario: Scenario, mode: Mode, options: Options, args: argparse.Namespace
-) -> tuple[list[dict[str, float]], list[str]]:
-    results: list[dict[str, float]] = []
+    scenario: Scenario, mode: Mode, variants: Sequence[Variant], args: argparse.Namespace
+) -> tuple[dict[str, list[dict[str, float]]], list[str]]:
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in variants}
     failures: list[str] = []
-    runs, time_limit = args.runs, args.time_limit
-    for n in range(1, runs + 1):
+    time_limit = args.time_limit
+    schedule = interleaved(variants, args.runs)
+    for n, (label, options) in enumerate(schedule, 1):
         await wait_for_quiet(args.max_load, args.max_load_wait)
-        progress(f"── {scenario.name} [{mode}] run {n}/{runs} (load average {load_average()})")
+        which = f" ({label})" if label else ""
+        progress(
+            f"── {scenario.name} [{mode}] run {n}/{len(schedule)}{which} (load average {load_average()})"
+        )
         load1 = os.getloadavg()[0]
         run_options = options
         if options.profile_dir is not None and n > 1:
@@ -230,16 +264,31 @@ async def run_scenario(
             async with asyncio.timeout(time_limit):
                 result = await scenario.run_once(run_options, mode)
         except Exception as exc:
-            failures.append(f"run {n}: {type(exc).__name__}: {exc}")
+            failures.append(f"run {n}{which}: {type(exc).__name__}: {exc}")
             progress(f"run {n} failed: {type(exc).__name__}: {exc}")
             continue
         result.setdefault("load1", load1)
-        results.append(result)
+        results[label].append(result)
         progress("run figures: " + ", ".join(f"{k}={fmt(v)}" for k, v in result.items()))
     return results, failures
 
 
-def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]]) -> str:
+def versus_table(scenario: Scenario, mode: Mode, results: dict[str, list[dict[str, float]]]) -> str:
+    """Each variant's medians, one row each, for the same figures."""
+    rows = [
+        [
+            f"{label} (median of {len(runs)})",
+            *(fmt(median_of_runs(runs).get(f.key, float("nan"))) for f in scenario.figures),
+        ]
+        for label, runs in results.items()
+        if runs
+    ]
+    return f"{scenario.name} [{mode}], side by side\n" + table(
+        ["", *(f.label for f in scenario.figures)], rows
+    )
+
+
+def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]], label: str = "") -> str:
     rows = [
         [f"run {i}", *(fmt(r.get(f.key, float("nan"))) for f in scenario.figures)]
         for i, r in enumerate(results, 1)
@@ -252,7 +301,8 @@ def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]
                 *(fmt(median.get(f.key, float("nan"))) for f in scenario.figures),
             ]
         )
-    return f"{scenario.name} [{mode}]\n" + table(["", *(f.label for f in scenario.figures)], rows)
+    title = f"{scenario.name} [{mode}]" + (f" — {label}" if label else "")
+    return title + "\n" + table(["", *(f.label for f in scenario.figures)], rows)
 
 
 def modes_of(args: argparse.Namespace) -> list[Mode]:
@@ -294,11 +344,16 @@ async def main(args: argparse.Namespace) -> int:
     names = DEFAULT_ALL if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     modes = modes_of(args)
     options = options_from(args)
+    if args.versus is not None and args.url:
+        raise SystemExit("--versus starts the servers it compares: not with --url")
+    variants = variants_of(options, args.versus)
     nofile = raise_file_limit()
     header = [*machine_lines(), f"open files limit: {nofile}"]
     if "engines" in modes or "cluster" in modes:
         header += [f"{k}: {v}" for k, v in engine_versions(options.urls).items()]
     header += server_lines(modes, options)
+    if args.versus is not None:
+        header.append(f"versus: the server of {args.versus.resolve()}, runs interleaved A B B A …")
     print("\n".join(header), flush=True)
     tables: list[str] = []
     recorded: dict[str, dict[str, object]] = {}
@@ -311,18 +366,22 @@ async def main(args: argparse.Namespace) -> int:
                     f"{name} does not run in {mode} mode (runs in: {', '.join(scenario.modes)}): skipped"
                 )
                 continue
-            results, failures = await run_scenario(scenario, mode, options, args)
-            text = figures_table(scenario, mode, results)
+            by_variant, failures = await run_scenario(scenario, mode, variants, args)
+            texts = [figures_table(scenario, mode, runs, label) for label, runs in by_variant.items()]
+            if len(by_variant) > 1:
+                texts.append(versus_table(scenario, mode, by_variant))
+            text = "\n\n".join(texts)
             if failures:
                 any_failed = True
                 text += "\nfailed runs: " + "; ".join(failures)
             tables.append(text)
             print("\n" + text + "\n", flush=True)
-            recorded[f"{name}[{mode}]"] = {
-                "runs": results,
-                "median": median_of_runs(results) if results else {},
-                "failures": failures,
-            }
+            for label, runs in by_variant.items():
+                recorded[f"{name}[{mode}]" + (f" {label}" if label else "")] = {
+                    "runs": runs,
+                    "median": median_of_runs(runs) if runs else {},
+                    "failures": failures,
+                }
     if frames_before_hello:
         tables.append(f"note: frames received before hello (by type): {dict(frames_before_hello)}")
     print("\n" + "=" * 80 + "\n" + "\n".join(header) + "\n\n" + "\n\n".join(tables), flush=True)

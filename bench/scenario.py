@@ -82,7 +82,11 @@ async def running_server(
 ) -> AsyncIterator[ParleyServer]:
     """A fresh server for one run; always stopped (and its data removed) afterwards."""
     server = ParleyServer(
-        mode, settings={**UNLIMITED_RATE, **(settings or {})}, urls=options.urls, module=module
+        mode,
+        settings={**UNLIMITED_RATE, **(settings or {})},
+        urls=options.urls,
+        module=module,
+        repo=options.deployment.server_repo,
     )
     progress(f"starting {module} ({mode}) on port {server.port}; load average {load_average()}")
     await server.start()

@@ -92,6 +92,8 @@ class Deployment:
     api_nodes: int = 2
     realtime_nodes: int = 2
     settings: dict[str, str] = field(default_factory=dict)  # extra PARLEY_* for started servers
+    # The checkout the started servers run from (``--versus``: another version of Parley).
+    server_repo: Path = REPO
 
 
 def free_port() -> int:
@@ -130,10 +132,12 @@ class ParleyServer:
         settings: dict[str, str] | None = None,
         urls: EngineUrls | None = None,
         module: str = "services.allinone",
+        repo: Path = REPO,
     ) -> None:
         self.mode = mode
         self.urls = urls or EngineUrls()
         self.module = module
+        self.repo = repo
         self.port = free_port()
         self.tag = uuid.uuid4().hex[:10]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"parley-bench-{self.tag}-"))
@@ -201,7 +205,7 @@ class ParleyServer:
                 sys.executable,
                 "-m",
                 self.module,
-                cwd=REPO,
+                cwd=self.repo,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -250,7 +254,7 @@ class ParleyServer:
             "-m",
             module,
             *args,
-            cwd=REPO,
+            cwd=self.repo,
             env=self._env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
