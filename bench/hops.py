@@ -38,7 +38,7 @@ class Scrape:
     ages: Buckets
     write_totals: dict[str, float]
     batch_phases: Buckets = field(default_factory=dict)
-    # "lag": the event loop's lag; "gc0" … "gc2": collection pauses by generation
+    # "lag": the event loop's lag; "gc1", "gc2": collection pauses of those generations
     loop_health: Buckets = field(default_factory=dict)
 
 

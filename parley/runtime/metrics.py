@@ -70,7 +70,7 @@ EVENT_LOOP_LAG = Histogram(
 )
 GC_PAUSE = Histogram(
     "parley_gc_pause_seconds",
-    "Python garbage collections, by generation: how long each stopped the process",
+    "Python garbage collections of generations 1 and 2: how long each stopped the process",
     ["generation"],
     buckets=FINE_BUCKETS,
 )
