@@ -331,6 +331,38 @@ async def test_redis_calls_after_their_connection_was_cut_succeed() -> None:
         await admin.aclose()
 
 
+async def _script_exists_calls(admin: redis.asyncio.Redis) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+
+async def test_redis_history_apply_is_one_round_trip_and_reloads_flushed_scripts() -> None:
+    """The cache consumer's batch: one pipeline, no ``SCRIPT EXISTS`` before it (which
+    redis-py sends for a pipeline given registered scripts: a second round trip per batch);
+    after a Redis restart has flushed the scripts, the batch still has its effect. (Nothing else
+    in Parley sends ``SCRIPT EXISTS``, so the server-wide count is this test's.)"""
+    url = engine_url("redis")
+    client, admin = redis_client(url), redis.asyncio.Redis.from_url(url)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    history = RedisHistoryCache(client, prefix=prefix)
+    try:
+        await history.fill(CONVERSATION, page(1, 1))
+        before = await _script_exists_calls(admin)
+        await history.apply([HistoryUpdate(CONVERSATION, 2, message(2))], KEEP)
+        await history.apply([HistoryUpdate(CONVERSATION, 3, message(3))], KEEP)
+        assert await _script_exists_calls(admin) == before
+        assert await history.get(CONVERSATION) == page(3, 3, 2, 1)
+
+        await admin.script_flush()  # what a restart does to the script cache
+        await history.apply([HistoryUpdate(CONVERSATION, 4, message(4)), HistoryUpdate(7, 9)], KEEP)
+        assert await history.get(CONVERSATION) == page(4, 4, 3, 2, 1)
+    finally:
+        async for key in admin.scan_iter(match=f"{prefix}*"):
+            await admin.delete(key)
+        await client.aclose()
+        await admin.aclose()
+
+
 @pytest.fixture
 async def silent_server() -> AsyncIterator[str]:
     """A Redis URL whose server accepts connections and never answers (a hung Redis)."""

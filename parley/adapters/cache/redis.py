@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from parley.ports.cache import CachedHistory, HistoryCache, HistoryUpdate, Presence, RateLimiter
 
@@ -204,16 +205,25 @@ class RedisHistoryCache:
     async def apply(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        # One round trip for the batch; each script stays atomic and they run in order.
+        # One round trip for the batch; each script stays atomic and they run in order. The
+        # scripts go by SHA: a pipeline given registered scripts would first ask Redis whether
+        # they exist (SCRIPT EXISTS), a second round trip per batch. A Redis restart flushes
+        # them: load and run the batch again (every update is idempotent by its seq).
+        try:
+            await self._apply_by_sha(updates, keep)
+        except NoScriptError:
+            for script in (self._append, self._advance):
+                await self._client.script_load(script.script)
+            await self._apply_by_sha(updates, keep)
+
+    async def _apply_by_sha(self, updates: Sequence[HistoryUpdate], keep: int) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             for u in updates:
                 keys = self._keys(u.conversation_id)
                 if u.message is None:
-                    await self._advance(keys=keys, args=[u.seq], client=pipe)
+                    pipe.evalsha(self._advance.sha, 2, *keys, u.seq)
                 else:
-                    await self._append(
-                        keys=keys, args=[u.seq, u.message, keep, self._ttl_seconds], client=pipe
-                    )
+                    pipe.evalsha(self._append.sha, 2, *keys, u.seq, u.message, keep, self._ttl_seconds)
             await pipe.execute()
 
     async def ping(self) -> None:
