@@ -94,6 +94,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SENDS_PER_S",
         help="phase B at this fixed rate instead (e.g. 750: half of issue 2's 1,500 sends/s)",
     )
+    g.add_argument(
+        "--load-curve",
+        type=fractions,
+        default=(),
+        metavar="F,F,…",
+        help="after phase B, one more paced phase at each of these fractions of the run's saturation "
+        "(e.g. 0.1,0.25,0.75): send→deliver latency against load, printed as a second table",
+    )
     g.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the server during phase A into DIR")
     g = p.add_argument_group("history / indexer")
     g.add_argument("--history-messages", type=int, default=10_000)
@@ -184,6 +192,7 @@ def options_from(args: argparse.Namespace) -> Options:
         duration=args.duration,
         load_fraction=args.load_fraction,
         paced_rate=args.paced_rate,
+        load_curve=args.load_curve,
         profile_dir=args.profile,
         history_messages=args.history_messages,
         history_requests=args.history_requests,
@@ -305,6 +314,27 @@ def figures_table(scenario: Scenario, mode: Mode, results: list[dict[str, float]
     return title + "\n" + table(["", *(f.label for f in scenario.figures)], rows)
 
 
+def extra_tables(scenario: Scenario, mode: Mode, by_variant: dict[str, list[dict[str, float]]]) -> list[str]:
+    if scenario.extra_table is None:
+        return []
+    texts = []
+    for label, runs in by_variant.items():
+        if runs and (text := scenario.extra_table(runs)):
+            texts.append(f"{scenario.name} [{mode}]" + (f" — {label}" if label else "") + f", {text}")
+    return texts
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    """``--load-curve``: comma-separated fractions of saturation, each in (0, 1]."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions of saturation must be in (0, 1]: {text!r}")
+    return values
+
+
 def modes_of(args: argparse.Namespace) -> list[Mode]:
     if args.url:
         return ["url"]
@@ -368,6 +398,7 @@ async def main(args: argparse.Namespace) -> int:
                 continue
             by_variant, failures = await run_scenario(scenario, mode, variants, args)
             texts = [figures_table(scenario, mode, runs, label) for label, runs in by_variant.items()]
+            texts += extra_tables(scenario, mode, by_variant)
             if len(by_variant) > 1:
                 texts.append(versus_table(scenario, mode, by_variant))
             text = "\n\n".join(texts)

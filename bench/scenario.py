@@ -31,6 +31,7 @@ class Options:
     duration: float = 10.0
     load_fraction: float = 0.5
     paced_rate: float | None = None  # phase B's fixed rate, if not load_fraction × saturation
+    load_curve: tuple[float, ...] = ()  # after phase B, a paced phase at each fraction of saturation
     profile_dir: Path | None = None
     # history
     history_messages: int = 10_000
@@ -66,6 +67,8 @@ class Scenario:
     figures: list[Figure]
     run_once: Callable[[Options, Mode], Awaitable[dict[str, float]]]
     modes: tuple[Mode, ...] = ("embedded", "engines")
+    # A second table from the runs' figures, printed under the first (None: nothing to add).
+    extra_table: Callable[[list[dict[str, float]]], str | None] | None = None
 
 
 _t0 = time.monotonic()

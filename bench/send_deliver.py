@@ -18,6 +18,9 @@ it arrives. Latencies are measured from the scheduled time, so a harness that fa
 schedule shows up in the figures instead of hiding (no coordinated omission); the schedule lag
 is reported on its own. Every (message, listener) pair counts; the first second is warm-up.
 
+Phase C (``--load-curve``, optional): phase B again at each given fraction of the saturation,
+on the same sockets: the p50 and p99 against load, printed as a second table.
+
 The clients run in this process with the server on the same cores: their CPU is part of what
 the machine does, and the figures are for the pair, not the server alone.
 
@@ -45,7 +48,7 @@ from bench.cpu import engine_pids, is_python, tree_cpu_seconds
 from bench.deployments import running_target
 from bench.scenario import Figure, Options, Scenario, deadline_after, progress
 from bench.server import Mode, Server
-from bench.stats import fmt, percentile, summarize_ms
+from bench.stats import fmt, median_of_runs, percentile, summarize_ms, table
 from bench.wire import WireSocket
 
 MESSAGE_CREATED = '"type":"message.created"'
@@ -198,6 +201,8 @@ async def run_once(options: Options, mode: Mode) -> dict[str, float]:
                 f"phase B: group commit {result.get('batch_sends', 0):.1f} sends/batch, {result.get('batch_ms', 0):.1f} ms/batch"
             )
             result |= _batch_phase_figures(before, after)
+            if options.load_curve:
+                result |= await _load_curve(senders, listeners, options, result)
             result["order_violations"] = float(sum(lis.out_of_order for lis in listeners))
             result["errors"] = float(sum(len(s.errors) for s in senders))
             return result
@@ -383,10 +388,12 @@ async def _closed_loop(sender: Sender, until_ns: int) -> None:
 
 
 async def _paced(
-    senders: Sequence[Sender], listeners: Sequence[Listener], options: Options, rate: float
+    senders: Sequence[Sender], listeners: Sequence[Listener], options: Options, rate: float, phase: str = "B"
 ) -> dict[str, float]:
     duration = PHASE_B_WARMUP + options.duration
-    progress(f"phase B: open loop at {rate:,.0f} sends/s for {duration:g} s ({PHASE_B_WARMUP:g} s warm-up)")
+    progress(
+        f"phase {phase}: open loop at {rate:,.0f} sends/s for {duration:g} s ({PHASE_B_WARMUP:g} s warm-up)"
+    )
     for s in senders:
         s.acks.clear()
         s.window = Window()
@@ -417,7 +424,7 @@ async def _paced(
         "schedule_lag_p99_ms": percentile([lag / 1e6 for s in senders for lag in s.schedule_lag_ns], 99),
     }
     progress(
-        f"phase B: {result['paced_rate']:,.0f} sends/s; send→deliver p50 {result['latency_p50_ms']:.1f} ms, "
+        f"phase {phase}: {result['paced_rate']:,.0f} sends/s; send→deliver p50 {result['latency_p50_ms']:.1f} ms, "
         f"p99 {result['latency_p99_ms']:.1f} ms, max {result['latency_max_ms']:.1f} ms over "
         f"{len(latencies):,} deliveries; {missing} missing; harness schedule lag p99 "
         f"{result['schedule_lag_p99_ms']:.1f} ms"
@@ -497,10 +504,65 @@ async def _await_deliveries(
         await asyncio.sleep(0.02)
 
 
+# (name in a curve key, the paced phase's figure, column label)
+CURVE_FIGURES = [
+    ("rate", "paced_rate", "paced sends/s"),
+    ("p50_ms", "latency_p50_ms", "p50 ms"),
+    ("p99_ms", "latency_p99_ms", "p99 ms"),
+    ("ack_p99_ms", "ack_p99_ms", "ack p99 ms"),
+    ("missing", "missing", "missing deliveries"),
+]
+
+
+def curve_key(fraction: float, name: str) -> str:
+    return f"curve_{fraction * 100:g}pct_{name}"
+
+
+async def _load_curve(
+    senders: Sequence[Sender], listeners: Sequence[Listener], options: Options, result: dict[str, float]
+) -> dict[str, float]:
+    """Phase C: one more paced phase per ``--load-curve`` fraction of this run's saturation, on the
+    same sockets. Latency grows with load long before saturation on a shared box, and where it
+    crosses a line is what one fraction cannot show. Phase B joins the curve at its fraction."""
+    saturation = result["sends_per_s"]
+    points: dict[str, float] = {}
+    if options.paced_rate is None:
+        points |= {curve_key(options.load_fraction, n): result[key] for n, key, _ in CURVE_FIGURES}
+    for fraction in options.load_curve:
+        paced = await _paced(senders, listeners, options, fraction * saturation, phase=f"C ({fraction:.0%})")
+        points |= {curve_key(fraction, n): paced[key] for n, key, _ in CURVE_FIGURES}
+    return points
+
+
+def curve_table(runs: list[dict[str, float]]) -> str | None:
+    """Latency against load: the medians over runs of each fraction's figures."""
+    percents = sorted(
+        {
+            float(k.removeprefix("curve_").split("pct_")[0])
+            for run in runs
+            for k in run
+            if k.startswith("curve_")
+        }
+    )
+    if not percents:
+        return None
+    median = median_of_runs(runs)
+    rows = [
+        [
+            f"{pct:g} % of saturation",
+            *(fmt(median.get(curve_key(pct / 100, n), float("nan"))) for n, _, _ in CURVE_FIGURES),
+        ]
+        for pct in percents
+    ]
+    headers = ["", *(label for _, _, label in CURVE_FIGURES)]
+    return f"latency against load (median of {len(runs)})\n" + table(headers, rows)
+
+
 SCENARIO = Scenario(
     name="send-deliver",
     summary="durable sends/s at saturation; send→deliver latency at a fraction of it (issue 2/3/5)",
     figures=FIGURES,
+    extra_table=curve_table,
     run_once=run_once,
     modes=("embedded", "engines", "cluster", "url"),
 )
