@@ -3,7 +3,8 @@
 Each check-and-set (the history watermark rules, the token bucket) runs as one Lua script, so two
 consumers or two api nodes racing on the same key cannot interleave between the check and the
 write. Scripts are registered once per adapter (``register_script``): redis-py calls them by SHA
-and reloads them transparently after a Redis restart has flushed the script cache.
+and reloads them transparently after a Redis restart has flushed the script cache. The history
+batch (``apply``) pipelines its calls by SHA itself and does the same reload on ``NOSCRIPT``.
 
 Nothing here is a source of truth (see ``parley.ports.cache``): every key has a TTL, and a Redis
 that is down makes calls fail fast (see :func:`redis_client`) so the caller can treat it as a miss.
