@@ -127,15 +127,22 @@ class RealtimeHub:
         self._by_user[user_id].add(conn)
         channels = [user_channel(user_id)]
         for m in memberships:
-            conn.follow(m.conversation.id, m.conversation.last_seq)
+            # A resuming socket's stream starts at its cursor, before any event can arrive: a live
+            # event during the subscription below then waits behind the replay of what came
+            # before it. (Starting at last_seq and rewinding after the subscription sent such an
+            # event twice, the second time out of order: found by the soak test.)
+            last_seq = m.conversation.last_seq
+            conn.follow(m.conversation.id, min(cursors.get(m.conversation.id, last_seq), last_seq))
             self._by_conversation[m.conversation.id].add(conn)
             channels.append(conversation_channel(m.conversation.id))
         for w in workspaces:
             self._by_workspace[w.id].add(conn)
             channels.append(workspace_channel(w.id))
         await self._subscribe(channels)
-        for conversation_id, seq in cursors.items():
-            conn.rewind(conversation_id, seq)  # nothing was sent yet: a clean replay, then live
+        for m in memberships:
+            stream = conn.streams.get(m.conversation.id)  # gone if the user left meanwhile
+            if stream is not None and stream.last_seq < m.conversation.last_seq:
+                conn.catch_up(m.conversation.id)  # the replay, unless a live event started it
         metrics.CONNECTIONS.inc()
         return [
             {

@@ -7,6 +7,9 @@ import base64
 import os
 import socket
 
+import pytest
+
+from services.realtime.hub import RealtimeHub
 from tests.support.clients import WsClient
 from tests.support.server import RunningServer, start_server
 from tests.support.world import make_world
@@ -195,6 +198,60 @@ async def test_cursors_in_the_auth_frame_replay_without_duplicates(server: Runni
     await b.wait_for(lambda f: len(b.messages_in(world.channel_id)) == 4)
     created = [f for f in b.frames if f["type"] == "message.created"]
     assert [f["data"]["message"]["text"] for f in created] == ["missed 0", "missed 1", "missed 2", "live"]
+    await b.close()
+    await world.close()
+
+
+async def test_an_event_arriving_while_a_resuming_socket_subscribes_is_sent_once_in_order(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket resuming from a cursor behind the store: an event that arrives live while the
+    node is still subscribing its channels (before the replay has started) must not be sent
+    again by the replay. The interleaving is forced by holding the subscription until the live
+    event has reached the node."""
+    world = await make_world(server.url)
+    alice, bob = world.users
+    first = await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "seen"}, expect=201)
+    for i in range(3):
+        last = await alice.post(
+            f"/conversations/{world.channel_id}/messages", {"text": f"missed {i}"}, expect=201
+        )
+    hub: RealtimeHub = server.app.state.hub
+    subscribe = hub._subscribe
+    conversation_id = int(world.channel_id)
+    armed = True
+
+    async def subscribe_while_an_event_arrives(channels: list[str]) -> None:
+        nonlocal armed
+        await subscribe(channels)
+        if not armed:
+            return
+        armed = False
+        await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "during"}, expect=201)
+        for _ in range(500):
+            streams = [c.streams[conversation_id] for c in hub.connections if str(c.user.id) == bob.id]
+            if streams and (streams[0].last_seq > last["seq"] or last["seq"] + 1 in streams[0].pending):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the live event never reached the node")
+
+    monkeypatch.setattr(hub, "_subscribe", subscribe_while_an_event_arrives)
+    b = await WsClient.connect(server.ws_url)
+    await b.send({"type": "auth", "token": bob.token, "cursors": {world.channel_id: first["seq"]}})
+    await b.wait_for(lambda f: f["type"] == "hello")
+    await alice.post(f"/conversations/{world.channel_id}/messages", {"text": "live"}, expect=201)
+    await b.wait_for(
+        lambda f: any(m["data"]["message"]["text"] == "live" for m in b.messages_in(world.channel_id))
+    )
+    await asyncio.sleep(0.3)  # a duplicate from the replay would have arrived by now
+    created = [f for f in b.frames if f["type"] == "message.created"]
+    assert [f["data"]["message"]["text"] for f in created] == [
+        "missed 0",
+        "missed 1",
+        "missed 2",
+        "during",
+        "live",
+    ]
     await b.close()
     await world.close()
 
