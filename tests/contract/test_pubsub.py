@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -247,6 +248,21 @@ def named_client_url(url: str, name: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}client_name={name}"
 
 
+async def publish_until_received(hub: PubSub, reader: Reader, channel: str, within: float) -> bytes:
+    """Publish ``b"after"`` every 0.2 s until ``reader`` receives a message (pub/sub drops what
+    is published while a subscriber reconnects); that message's payload."""
+    async with asyncio.timeout(within):
+        while True:
+            await hub.publish(channel, b"after")
+            try:
+                async with asyncio.timeout(0.2):
+                    received_channel, payload = await reader.received.get()
+            except TimeoutError:
+                continue
+            assert received_channel == channel
+            return payload
+
+
 async def cut_connections(admin: redis.asyncio.Redis, name: str, kind: str) -> int:
     """Do to the connections named ``name`` what a Redis restart does: close them server-side."""
     killed = 0
@@ -271,16 +287,7 @@ async def test_redis_subscription_survives_losing_its_connection(channel: Callab
 
         # Delivery resumes on the re-subscribed connection (messages published while it was
         # down may be lost: at-most-once), within the reconnection backoff.
-        async with asyncio.timeout(WAIT_SECONDS * 2):
-            while True:
-                await hub.publish(channel("a"), b"after")
-                try:
-                    async with asyncio.timeout(0.2):
-                        message = await reader.received.get()
-                except TimeoutError:
-                    continue
-                assert message == (channel("a"), b"after")
-                break
+        assert await publish_until_received(hub, reader, channel("a"), WAIT_SECONDS * 2) == b"after"
     finally:
         await reader.close()
         await hub.close()
@@ -331,3 +338,107 @@ async def test_redis_subscribe_while_down_returns_after_the_confirm_timeout() ->
     finally:
         await hub.close()
     assert time.monotonic() - started < 2.0
+
+
+class FreezableProxy:
+    """A TCP proxy to Redis whose open connections can be frozen: bytes stop flowing both ways
+    and nothing is closed, as when a network path goes dark. New connections flow normally."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._flows: list[asyncio.Task[None]] = []
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        redis_r, redis_w = await asyncio.open_connection(*self._target)
+        self._flows += [
+            asyncio.create_task(self._pipe(client_r, redis_w)),
+            asyncio.create_task(self._pipe(redis_r, client_w)),
+        ]
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+        sink.close()
+
+    def freeze(self) -> None:
+        """Stop moving bytes on every open connection, leaving the sockets open."""
+        for flow in self._flows:
+            flow.cancel()
+        self._flows.clear()
+
+    async def close(self) -> None:
+        self.freeze()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[FreezableProxy]:
+    url = urllib.parse.urlparse(engine_url("redis"))
+    proxy = FreezableProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_redis_subscription_reconnects_when_its_connection_goes_silent(
+    redis_proxy: FreezableProxy, channel: Callable[[str], str]
+) -> None:
+    hub = RedisPubSub(engine_url("redis"))
+    subscriber_hub = RedisPubSub(f"redis://127.0.0.1:{redis_proxy.port}/0", health_interval=0.2)
+    reader = Reader(subscriber_hub.subscription())
+    try:
+        await reader.subscription.subscribe(channel("a"))
+        # Quiet is not silence: the health checks' PINGs keep an idle connection.
+        await asyncio.sleep(1.0)
+        await hub.publish(channel("a"), b"after a quiet second")
+        assert await reader.next() == (channel("a"), b"after a quiet second")
+        assert redis_proxy.accepted == 1
+
+        redis_proxy.freeze()
+        # Within a few health intervals the silent connection is dropped and a new one, through
+        # the same proxy, re-subscribes.
+        assert await publish_until_received(hub, reader, channel("a"), WAIT_SECONDS) == b"after"
+        assert redis_proxy.accepted == 2
+    finally:
+        await reader.close()
+        await subscriber_hub.close()
+        await hub.close()
+
+
+async def test_redis_subscription_authenticates_as_the_urls_user(channel: Callable[[str], str]) -> None:
+    url = urllib.parse.urlparse(engine_url("redis"))
+    user, password = f"parley-test-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    admin = redis.asyncio.Redis.from_url(engine_url("redis"))
+    await admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], channels=["*"], commands=["+@all"]
+    )
+    hub = RedisPubSub(engine_url("redis"))
+    wrong = RedisPubSub(f"redis://{user}:not-{password}@{url.hostname}:{url.port}/0", confirm_timeout=0.5)
+    right = RedisPubSub(f"redis://{user}:{password}@{url.hostname}:{url.port}/0")
+    refused, reader = Reader(wrong.subscription()), Reader(right.subscription())
+    try:
+        await refused.subscription.subscribe(channel("a"))
+        await reader.subscription.subscribe(channel("a"))
+        assert any(client["user"] == user for client in await admin.client_list(_type="pubsub"))
+
+        await hub.publish(channel("a"), b"for the authenticated")
+        assert await reader.next() == (channel("a"), b"for the authenticated")
+        assert refused.received.empty()
+    finally:
+        for closing in (refused, reader):
+            await closing.close()
+        for pubsub in (wrong, right, hub):
+            await pubsub.close()
+        await admin.acl_deluser(user)
+        await admin.aclose()

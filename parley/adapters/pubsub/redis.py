@@ -5,15 +5,18 @@ pipelined round trip, on one connection, so Redis delivers them in the given ord
 is itself at-most-once (a subscriber that is disconnected misses what is published meanwhile),
 which is what the port promises: realtime nodes fill gaps from the store.
 
-Each :class:`RedisSubscription` is one redis-py ``PubSub`` object (one dedicated connection) read
-by a background task that starts with the first ``subscribe``. That task:
+Each :class:`RedisSubscription` is one dedicated connection
+(:class:`~parley.adapters.pubsub.redis_subscriber.SubscriberConnection`, read without redis-py's
+per-message machinery: a realtime node's hot path), kept open by a background task that starts
+with the first ``subscribe``:
 
-- moves messages into the subscription's bounded :class:`~parley.adapters.pubsub.DeliveryQueue`
-  at once, so a slow reader neither hits Redis's ``client-output-buffer-limit`` (which would cut
-  the connection) nor holds up anything else: past the bound it loses newer messages itself;
-- survives Redis restarts and dropped connections: it discards the broken ``PubSub``, waits with
-  exponential backoff and jitter, opens a new one and re-subscribes every channel the
-  subscription holds, logging the loss and the recovery.
+- the connection moves messages into the subscription's bounded
+  :class:`~parley.adapters.pubsub.DeliveryQueue` as they arrive, so a slow reader neither hits
+  Redis's ``client-output-buffer-limit`` (which would cut the connection) nor holds up anything
+  else: past the bound it loses newer messages itself;
+- the task survives Redis restarts, dropped and silent connections: it discards the broken
+  connection, waits with exponential backoff and jitter, opens a new one and re-subscribes every
+  channel the subscription holds, logging the loss and the recovery.
 
 The subscription's channel set is the source of truth; Redis is brought in line with it whenever
 the connection comes back, so ``subscribe`` while Redis is down is remembered, not lost.
@@ -26,45 +29,48 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.adapters.cache.redis import redis_client
 from parley.adapters.pubsub import DEFAULT_QUEUE_LIMIT, DeliveryQueue
+from parley.adapters.pubsub.redis_subscriber import SubscriberConnection
 from parley.ports.pubsub import PubSub, Subscription
 
 logger = logging.getLogger(__name__)
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
-_POLL_SECONDS = 1.0
-"""How long one read waits for a message; bounds how late the reader notices a health check is due."""
+SUBSCRIBER_CONNECT_SECONDS = 2.0
+"""How long a subscription's (re)connection may take before it counts as a failed attempt."""
 
 
 class RedisSubscription:
     def __init__(
         self,
-        client: Redis,
+        url: str,
         queue: DeliveryQueue,
         *,
         name: str,
+        connect_timeout: float,
         confirm_timeout: float,
+        health_interval: float,
         backoff: ExponentialWithJitterBackoff,
         on_close: Callable[[RedisSubscription], None],
     ) -> None:
-        self._client = client
+        self._url = url
         self._on_close = on_close
         self._queue = queue
         self._name = name
+        self._connect_timeout = connect_timeout
         self._confirm_timeout = confirm_timeout
+        self._health_interval = health_interval
         self._backoff = backoff
         self._channels: set[str] = set()
-        self._pubsub: RedisPubSubConnection | None = None
+        self._connection: SubscriberConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self._closed = False
@@ -81,10 +87,9 @@ class RedisSubscription:
         self._channels.update(new)
         confirmations = [self._expect_confirmation(channel) for channel in new]
         self._start_reader()
-        if self._pubsub is not None:
+        if self._connection is not None:
             # Otherwise the reader is (re)connecting and will subscribe the whole set.
-            with contextlib.suppress(*_REDIS_DOWN):
-                await self._pubsub.subscribe(*new)
+            self._connection.subscribe(*new)
         try:
             await asyncio.wait_for(asyncio.gather(*confirmations), self._confirm_timeout)
         except TimeoutError:
@@ -100,10 +105,9 @@ class RedisSubscription:
         if not gone:
             return
         self._channels.difference_update(gone)
-        if self._pubsub is not None:
-            # If this fails, the next connection simply never subscribes them.
-            with contextlib.suppress(*_REDIS_DOWN):
-                await self._pubsub.unsubscribe(*gone)
+        if self._connection is not None:
+            # If the connection is lost before this reaches Redis, the next one never subscribes them.
+            self._connection.unsubscribe(*gone)
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         async for channel, payload in self._queue.items():
@@ -119,7 +123,7 @@ class RedisSubscription:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._disconnect()
+        self._disconnect()
         self._queue.close()
         self._on_close(self)
 
@@ -130,69 +134,61 @@ class RedisSubscription:
             self._reader = asyncio.create_task(self._read(), name=self._name)
 
     async def _read(self) -> None:
+        """Keeps one subscribed connection open; messages arrive through its callbacks."""
         failures = 0
         while True:
             try:
-                pubsub = self._pubsub
-                if pubsub is None:
-                    pubsub = await self._connect()
-                    if failures:
-                        logger.warning(
-                            "%s: reconnected to Redis after %d failed attempts; re-subscribed %d channels",
-                            self._name,
-                            failures,
-                            len(self._channels),
-                        )
-                    failures = 0
-                message = await pubsub.get_message(timeout=_POLL_SECONDS)
-            except Exception as error:
-                # Whatever broke, the cure is the same: a new connection. Only an unexpected error
-                # deserves a traceback.
-                failures += 1
-                delay = self._backoff.compute(failures)
-                logger.warning(
-                    "%s: Redis connection lost (%s); reconnecting in %.2fs (attempt %d)",
-                    self._name,
-                    error,
-                    delay,
-                    failures,
-                    exc_info=not isinstance(error, _REDIS_DOWN),
-                )
-                await self._disconnect()
-                await asyncio.sleep(delay)
-                continue
-            if message is not None:
-                self._handle(message)
+                connection = await self._connect()
+                if failures:
+                    logger.warning(
+                        "%s: reconnected to Redis after %d failed attempts; re-subscribed %d channels",
+                        self._name,
+                        failures,
+                        len(self._channels),
+                    )
+                failures = 0
+                await connection.closed()
+                error: BaseException = RedisConnectionError("the connection was closed")
+            except Exception as exc:
+                error = exc
+            # Whatever broke, the cure is the same: a new connection. Only an unexpected error
+            # deserves a traceback.
+            failures += 1
+            delay = self._backoff.compute(failures)
+            logger.warning(
+                "%s: Redis connection lost (%s); reconnecting in %.2fs (attempt %d)",
+                self._name,
+                error,
+                delay,
+                failures,
+                exc_info=not isinstance(error, _REDIS_DOWN),
+            )
+            self._disconnect()
+            await asyncio.sleep(delay)
 
-    async def _connect(self) -> RedisPubSubConnection:
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.connect()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
-            # Published before subscribing: a ``subscribe`` call from now on goes straight to this
-            # connection, and one made before it is already in the set subscribed below.
-            self._pubsub = pubsub
-            if self._channels:
-                await pubsub.subscribe(*self._channels)
-        except BaseException:
-            self._pubsub = None
-            await _close_quietly(pubsub)
-            raise
-        return pubsub
+    async def _connect(self) -> SubscriberConnection:
+        connection = await SubscriberConnection.open(
+            self._url,
+            self._queue.offer,
+            self._confirm,
+            timeout=self._connect_timeout,
+            health_interval=self._health_interval,
+        )
+        # Published before subscribing: a ``subscribe`` call from now on goes straight to this
+        # connection, and one made before it is already in the set subscribed below.
+        self._connection = connection
+        connection.subscribe(*self._channels)
+        return connection
 
-    async def _disconnect(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await _close_quietly(pubsub)
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = _text(message["channel"])
-        if kind == "message":
-            self._queue.offer(channel, message["data"])
-        elif kind == "subscribe":
-            for confirmation in self._confirmations.get(channel, ()):
-                if not confirmation.done():
-                    confirmation.set_result(None)
+    def _confirm(self, channel: str) -> None:
+        for confirmation in self._confirmations.get(channel, ()):
+            if not confirmation.done():
+                confirmation.set_result(None)
 
     def _expect_confirmation(self, channel: str) -> asyncio.Future[None]:
         confirmation = asyncio.get_running_loop().create_future()
@@ -216,10 +212,13 @@ class RedisPubSub:
         *,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         confirm_timeout: float = 2.0,
+        health_interval: float = 10.0,
     ) -> None:
+        self._url = url
         self._client = redis_client(url)
         self._queue_limit = queue_limit
         self._confirm_timeout = confirm_timeout
+        self._health_interval = health_interval
         self._subscriptions: set[RedisSubscription] = set()
         self._numbers = itertools.count(1)
 
@@ -254,25 +253,17 @@ class RedisPubSub:
     def subscription(self) -> RedisSubscription:
         name = f"redis subscription {next(self._numbers)}"
         subscription = RedisSubscription(
-            self._client,
+            self._url,
             DeliveryQueue(self._queue_limit, name=name),
             name=name,
+            connect_timeout=SUBSCRIBER_CONNECT_SECONDS,
             confirm_timeout=self._confirm_timeout,
+            health_interval=self._health_interval,
             backoff=ExponentialWithJitterBackoff(base=0.1, cap=5.0),
             on_close=self._subscriptions.discard,
         )
         self._subscriptions.add(subscription)
         return subscription
-
-
-async def _close_quietly(pubsub: RedisPubSubConnection) -> None:
-    # Closing a connection that already broke can fail again; there is nothing left to do then.
-    with contextlib.suppress(*_REDIS_DOWN):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 if TYPE_CHECKING:
