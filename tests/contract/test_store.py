@@ -200,6 +200,38 @@ async def test_client_msg_id_is_unique_per_user(store: Store) -> None:
     assert found[(user.id, "same")].seq == 1
 
 
+async def test_client_msg_ids_differing_only_in_case_are_two_messages(store: Store) -> None:
+    # The ids are opaque client tokens: MySQL's default case-insensitive collation must not fold them.
+    user, conv = await _conversation(store)
+    async with store.write() as tx:
+        await tx.insert_messages_txn([_message(user, conv, 1, "abc")])
+        await tx.insert_messages_txn([_message(user, conv, 2, "ABC")])
+    async with store.read() as reader:
+        found = await reader.find_by_client_msg_ids([(user.id, "abc"), (user.id, "ABC"), (user.id, "Abc")])
+    assert {key: message.seq for key, message in found.items()} == {(user.id, "abc"): 1, (user.id, "ABC"): 2}
+
+
+async def test_different_emoji_are_different_reactions(store: Store) -> None:
+    # utf8mb4_unicode_ci weighs every character beyond the BMP alike: 🍣 = 🍺 there.
+    user, conv = await _conversation(store)
+    message = _message(user, conv, 1)
+    async with store.write() as tx:
+        await tx.insert_messages_txn([message])
+    async with store.write() as tx:
+        added = [await tx.add_reaction_txn(message.id, user.id, emoji) for emoji in ("🍣", "🍺", "Ok", "ok")]
+    async with store.read() as reader:
+        stored = await reader.get_message(message.id)
+    assert added == [True, True, True, True]
+    assert stored is not None
+    assert sorted(reaction.emoji for reaction in stored.reactions) == sorted(["🍣", "🍺", "Ok", "ok"])
+    async with store.write() as tx:
+        assert await tx.remove_reaction_txn(message.id, user.id, "🍺")
+    async with store.read() as reader:
+        stored = await reader.get_message(message.id)
+    assert stored is not None
+    assert sorted(reaction.emoji for reaction in stored.reactions) == sorted(["🍣", "Ok", "ok"])
+
+
 async def test_sqlite_batch_lookups_search_an_index_not_the_whole_table(tmp_path: Path) -> None:
     """Every write batch looks up its retries and memberships: a scan there makes each send cost
     more as history grows. SQLite's plan for a row-value ``IN`` was exactly that scan."""

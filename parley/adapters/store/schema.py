@@ -30,6 +30,15 @@ LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 # Microsecond timestamps on MySQL (plain DATETIME would truncate to seconds).
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Strings compared byte for byte on MySQL, as SQLite does. The database's default collation
+# (utf8mb4_unicode_ci) folds case, and weighs every character beyond the BMP alike (🍣 = 🍺):
+# a client's opaque id "ABC" would be a retry of "abc", and a 🍺 reaction a repeat of 🍣.
+AsciiToken = String(64).with_variant(
+    mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+)
+BinaryText64 = String(64).with_variant(
+    mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 users = Table(
     "users",
@@ -114,7 +123,7 @@ messages = Table(
     Column("seq", BigInteger, nullable=False),
     Column("user_id", BigInteger, nullable=False),
     Column("text", LongText, nullable=False),
-    Column("client_msg_id", String(64), nullable=True),
+    Column("client_msg_id", AsciiToken, nullable=True),
     Column("thread_root_id", BigInteger, nullable=True),
     Column("reply_count", Integer, nullable=False, default=0),
     Column("mentions", Text, nullable=False, default="[]"),
@@ -133,7 +142,7 @@ reactions = Table(
     metadata,
     Column("message_id", BigInteger, primary_key=True, autoincrement=False),
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("emoji", String(64), primary_key=True),
+    Column("emoji", BinaryText64, primary_key=True),
     Column("created_at", Timestamp, nullable=False),
 )
 
