@@ -49,6 +49,15 @@ class Replay:
 def _check_text(deps: Deps, text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("text must not be empty", code="no_text")
+    # JSON may escape a lone surrogate ("\ud800"), which has no UTF-8 form: refused here, before
+    # it fails a whole write batch as a store error.
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                "text must be valid Unicode (no lone surrogates)", code="invalid_text"
+            ) from None
     if len(text) > deps.settings.max_message_chars:
         raise InvalidInput(
             f"text is longer than {deps.settings.max_message_chars} characters", code="msg_too_long"
