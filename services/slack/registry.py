@@ -191,9 +191,18 @@ def decode_int_cursor(cursor: str | None, kind: str) -> int | None:
     value = decode_cursor(cursor, kind)
     if value is None:
         return None
-    if not value.lstrip("-").isdigit():
+    return cursor_int(value.removeprefix("-")) * (-1 if value.startswith("-") else 1)
+
+
+_MAX_POSITION = 2**63 - 2  # a position may be used as ``position + 1`` in a BIGINT comparison
+
+
+def cursor_int(digits: str) -> int:
+    """A cursor's number: ASCII digits within a BIGINT (``"²".isdigit()`` is true, and a longer
+    number overflows the store), else ``invalid_cursor``."""
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19) or int(digits) > _MAX_POSITION:
         raise SlackError("invalid_cursor")
-    return int(value)
+    return int(digits)
 
 
 def page_metadata(next_cursor: str | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from parley.domain.models import Conversation
 
 _MICROS = 1_000_000
+_MAX_POSITION = 2**63 - 2
 _EXACT = re.compile(r"^(\d{1,12})\.(\d{6})$")
 _LOOSE = re.compile(r"^\d{1,15}(\.\d{1,6})?$")
 
@@ -63,4 +64,5 @@ def bound_of(conversation: Conversation, ts: object) -> int | None:
     except InvalidOperation:
         return None
     position = int((value - _base(conversation)) * _MICROS)
-    return max(0, position)
+    # Far in the future is as good as no bound, and must stay a BIGINT (used as ``position + 1``).
+    return min(max(0, position), _MAX_POSITION)

@@ -15,11 +15,15 @@ from services.slack.registry import Args, Ctx, slack_method
 from services.slack.shapes import Renderer
 from services.slack.ts import seq_of, ts_of
 
+_MAX_BLOCK_DEPTH = 32  # Block Kit nests a few levels; JSON may nest 1,024 (and Python's stack less)
 
-def _block_texts(node: Any) -> list[str]:
+
+def _block_texts(node: Any, depth: int = 0) -> list[str]:
     """The text of Block Kit blocks, in reading order (a fallback when ``text`` is absent)."""
+    if depth > _MAX_BLOCK_DEPTH:
+        raise SlackError("invalid_blocks")
     if isinstance(node, list):
-        return [t for item in node for t in _block_texts(item)]
+        return [t for item in node for t in _block_texts(item, depth + 1)]
     if not isinstance(node, dict):
         return []
     found: list[str] = []
@@ -28,7 +32,7 @@ def _block_texts(node: Any) -> list[str]:
     for key in ("text", "fields", "elements", "blocks"):
         child = node.get(key)
         if isinstance(child, (dict, list)):
-            found += _block_texts(child)
+            found += _block_texts(child, depth + 1)
     return found
 
 

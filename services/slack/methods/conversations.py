@@ -12,6 +12,7 @@ from services.slack.errors import SlackError
 from services.slack.registry import (
     Args,
     Ctx,
+    cursor_int,
     decode_cursor,
     decode_int_cursor,
     encode_cursor,
@@ -196,12 +197,12 @@ async def conversations_history(ctx: Ctx, args: Args) -> dict[str, Any]:
     cursor = decode_cursor(args.text("cursor"), "history")
     if cursor is not None:
         direction, position = cursor[:1], cursor[1:]
-        if direction not in ("b", "a") or not position.isdigit():
+        if direction not in ("b", "a"):
             raise SlackError("invalid_cursor")
         if direction == "b":
-            before = int(position)
+            before = cursor_int(position)
         else:
-            after = int(position)
+            after = cursor_int(position)
     page = await messages.history(
         ctx.deps, ctx.user, conversation.id, before_seq=before, after_seq=after, limit=limit
     )
