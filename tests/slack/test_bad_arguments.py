@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.slack.conftest import SlackWorld
+from tests.support.wait import eventually
 
 
 def _cursor(raw: str) -> str:
@@ -73,3 +74,28 @@ async def test_deeply_nested_blocks_are_invalid_blocks(slack: SlackWorld) -> Non
     blocks = "[" * 600 + "]" * 600  # valid JSON (orjson takes 1,024 levels)
     body = await _call(slack, "chat.postMessage", slack.alice_token, channel=slack.channel, blocks=blocks)
     assert body == {"ok": False, "error": "invalid_blocks"}
+
+
+async def test_searching_in_a_dm_that_does_not_exist_finds_nothing_and_creates_nothing(
+    slack: SlackWorld,
+) -> None:
+    before = await slack.bob.get(f"/workspaces/{slack.world.workspace_id}/conversations")
+    body = await _call(slack, "search.messages", slack.alice_token, query=f"in:<@{slack.bob_id}> hello")
+    assert body["ok"], body
+    assert body["messages"]["matches"] == []
+    # A search is a read: no DM appeared for bob (nor for alice).
+    after = await slack.bob.get(f"/workspaces/{slack.world.workspace_id}/conversations")
+    assert [c["conversation"]["id"] for c in after] == [c["conversation"]["id"] for c in before]
+
+
+async def test_searching_in_an_existing_dm_searches_that_dm_only(slack: SlackWorld) -> None:
+    alice = slack.async_web(slack.alice_token)
+    dm = (await alice.conversations_open(users=slack.bob_id))["channel"]["id"]
+    await alice.chat_postMessage(channel=dm, text="the zebra is in the dm")
+    await alice.chat_postMessage(channel=slack.channel, text="the zebra is in general")
+    found = await eventually(
+        lambda: alice.search_messages(query=f"in:<@{slack.bob_id}> zebra"),
+        lambda r: r["messages"]["total"] >= 1,
+        timeout=15,
+    )
+    assert [m["text"] for m in found["messages"]["matches"]] == ["the zebra is in the dm"]

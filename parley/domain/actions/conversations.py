@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,7 +59,7 @@ async def open_dm(deps: Deps, actor: User, workspace_id: int, user_ids: list[int
     if len(members) > MAX_GROUP_DM:
         raise InvalidInput(f"a group DM has at most {MAX_GROUP_DM} members", code="too_many_users")
     kind = ConversationKind.DM if len(members) <= 2 else ConversationKind.GROUP_DM
-    dm_key = ":".join(str(m) for m in members)
+    dm_key = _dm_key(members)
     async with deps.store.write() as tx:
         await require_workspace_member(tx, workspace_id, actor.id)
         for user_id in members:
@@ -70,6 +71,21 @@ async def open_dm(deps: Deps, actor: User, workspace_id: int, user_ids: list[int
         conversation = await _create_txn(deps, tx, actor, workspace_id, kind, None, "", members, dm_key)
     deps.outbox_written()
     return conversation
+
+
+async def existing_dm(deps: Deps, actor: User, workspace_id: int, other_id: int) -> Conversation | None:
+    """The actor's DM with ``other_id`` (or with themselves) if it exists and the actor is in it.
+    Never creates one: for reads that name a DM (a search's ``in:@user``)."""
+    async with deps.store.read() as reader:
+        await require_workspace_member(reader, workspace_id, actor.id)
+        dm = await reader.find_dm(workspace_id, _dm_key({actor.id, other_id}))
+        if dm is None or not await reader.is_member(dm.id, actor.id):
+            return None
+    return dm
+
+
+def _dm_key(members: Iterable[int]) -> str:
+    return ":".join(str(m) for m in sorted(members))
 
 
 async def _create_txn(

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from parley.domain.actions import bots, conversations, lookups
-from parley.domain.actions.search import search_messages
+from parley.domain.actions.search import SearchPage, search_messages
 from parley.domain.models import Conversation, ConversationKind
 from services.slack import ids
 from services.slack.errors import SlackError
@@ -23,8 +23,9 @@ _MAX_COUNT = 100
 _MAX_PAGE = 100
 
 
-async def _channel_filter(ctx: Ctx, value: str) -> int:
-    """``in:#name``, ``in:<#C…|name>``, ``in:C…`` or ``in:<@U…>`` (the DM with that user)."""
+async def _channel_filter(ctx: Ctx, value: str) -> int | None:
+    """``in:#name``, ``in:<#C…|name>``, ``in:C…`` or ``in:<@U…>`` (the DM with that user; None
+    when there is none: a search never opens one)."""
     value = value.strip("<>")
     target = value.split("|", 1)[0]
     parsed = ids.parse_channel(target.lstrip("#"))
@@ -32,8 +33,8 @@ async def _channel_filter(ctx: Ctx, value: str) -> int:
         return (await ctx.conversation(target.lstrip("#"))).id
     user = ids.parse_user(target.lstrip("@"))
     if user is not None:
-        dm = await conversations.open_dm(ctx.deps, ctx.user, ctx.workspace_id, [user])
-        return dm.id
+        dm = await conversations.existing_dm(ctx.deps, ctx.user, ctx.workspace_id, user)
+        return dm.id if dm is not None else None
     name = target.lstrip("#").lower()
     for view in await conversations.list_conversations(ctx.deps, ctx.user, ctx.workspace_id):
         if view.conversation.name == name and view.is_member:
@@ -83,24 +84,31 @@ async def search_messages_method(ctx: Ctx, args: Args) -> dict[str, Any]:
     count = args.number("count", 20, low=1, high=_MAX_COUNT)
     page_number = args.number("page", 1, low=1, high=_MAX_PAGE)
     highlight = args.flag("highlight")
-    conversation_id = from_user_id = None
+    conversation_id: int | None = None
+    from_user_id: int | None = None
+    no_such_dm = False
     for kind, value in _MODIFIER.findall(query):
         if kind == "in":
             conversation_id = await _channel_filter(ctx, value)
+            no_such_dm = conversation_id is None
         else:
             from_user_id = await _user_filter(ctx, value)
     words = _MODIFIER.sub(" ", query).strip()
     if not words:
         raise SlackError("no_query")
-    result = await search_messages(
-        ctx.deps,
-        ctx.user,
-        words,
-        workspace_id=ctx.workspace_id,
-        conversation_id=conversation_id,
-        from_user_id=from_user_id,
-        limit=count,
-        offset=(page_number - 1) * count,
+    result = (
+        SearchPage(total=0, matches=[])
+        if no_such_dm
+        else await search_messages(
+            ctx.deps,
+            ctx.user,
+            words,
+            workspace_id=ctx.workspace_id,
+            conversation_id=conversation_id,
+            from_user_id=from_user_id,
+            limit=count,
+            offset=(page_number - 1) * count,
+        )
     )
     renderer = Renderer(ctx.deps, ctx.user, ctx.workspace_id)
     await renderer.prepare([m.message for m in result.matches])
