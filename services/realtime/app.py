@@ -6,6 +6,7 @@ WebSocket frames, and messages through the same domain actions as the api servic
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,10 +33,14 @@ async def drain(hub: RealtimeHub) -> None:
     """Graceful shutdown: tell every client to reconnect (to another node) and resume."""
     if hub.stopped:
         return
-    for conn in hub.connections:
+    conns = hub.connections
+    for conn in conns:
         conn.send_frame({"type": "reconnect", "reason": "server shutting down"})
-        await conn.drain_and_stop()
-        await conn.close(CLOSE_GOING_AWAY, "server shutting down: reconnect and resume")
+    # All at once: a stalled socket's 2 s drain (and 1 s close) must not hold up the others.
+    await asyncio.gather(*(conn.drain_and_stop() for conn in conns))
+    await asyncio.gather(
+        *(conn.close(CLOSE_GOING_AWAY, "server shutting down: reconnect and resume") for conn in conns)
+    )
     await hub.stop()
 
 

@@ -53,6 +53,8 @@ class Stream:
     last_seq: int
     filling: bool = False
     pending: dict[int, str] = field(default_factory=dict)
+    # A resume that came while a fill was in flight: the fill starts over from here.
+    rewind_to: int | None = None
 
 
 class WriteRound:
@@ -144,6 +146,8 @@ class ClientConnection:
         self.request_id = ""
         self.frames_seen = 0
         self.close_code: int | None = None
+        # While registering: conversation id -> seq of the latest join/leave of this user seen live.
+        self.membership_changes: dict[int, int] | None = None
         # Events that arrive while the socket is being registered wait for the hello frame:
         # a client can count on hello being the first frame.
         self._before_hello: list[str] | None = []
@@ -277,6 +281,14 @@ class ClientConnection:
     def unfollow(self, conversation_id: int) -> None:
         self.streams.pop(conversation_id, None)
 
+    def leave(self, conversation_id: int, seq: int, text: str) -> None:
+        """The user left: tell this socket (even while a fill is in flight, which stops: the
+        store no longer lets this user read the conversation), then stop following it."""
+        stream = self.streams.pop(conversation_id, None)
+        if stream is not None and seq > stream.last_seq:
+            stream.pending.clear()
+            self.send_text(text)
+
     def offer(self, conversation_id: int, seq: int, text: str) -> None:
         """Deliver a persisted event of a followed conversation, in seq order, once."""
         stream = self.streams.get(conversation_id)
@@ -303,7 +315,10 @@ class ClientConnection:
     def rewind(self, conversation_id: int, last_seq: int) -> None:
         """The client (resuming) has seen only up to ``last_seq``: replay from there."""
         stream = self.streams.get(conversation_id)
-        if stream is None or last_seq >= stream.last_seq or stream.filling:
+        if stream is None or last_seq >= stream.last_seq:
+            return
+        if stream.filling:  # the fill in flight starts over from the cursor
+            stream.rewind_to = min(last_seq, stream.rewind_to if stream.rewind_to is not None else last_seq)
             return
         stream.last_seq = last_seq
         stream.filling = True
@@ -314,6 +329,11 @@ class ClientConnection:
         try:
             for attempt in range(40):
                 gap = await self._fill_gap(self.user, conversation_id, stream.last_seq)
+                if self.streams.get(conversation_id) is not stream:
+                    return  # unfollowed (left, maybe rejoined) meanwhile: this stream is over
+                if stream.rewind_to is not None:
+                    stream.last_seq, stream.rewind_to = stream.rewind_to, None
+                    continue  # resumed from further back meanwhile: read again from there
                 missing = gap.events
                 if gap.resync_to is not None or attempt == 39:
                     self.send_frame({"type": "resync", "conversation_id": str(conversation_id)})

@@ -119,13 +119,24 @@ class RealtimeHub:
         """Follow every conversation of the user, replaying from ``cursors`` where given;
         returns the conversations for the hello frame."""
         user_id = conn.user.id
-        async with self._deps.store.read() as reader:
-            memberships = await reader.list_memberships(user_id)
-            workspaces = await reader.list_user_workspaces(user_id)
-        # Subscribe before reading nothing else: events after the membership read either
-        # arrive live or are found by gap filling.
+        # The user channel first: a membership change committed after the read below reaches
+        # this socket live; one that arrives while the read runs is recorded, so the read's
+        # older view cannot undo it.
+        conn.membership_changes = {}
         self._by_user[user_id].add(conn)
-        channels = [user_channel(user_id)]
+        metrics.CONNECTIONS.inc()
+        try:
+            await self._subscribe([user_channel(user_id)])
+            async with self._deps.store.read() as reader:
+                memberships = await reader.list_memberships(user_id)
+                workspaces = await reader.list_user_workspaces(user_id)
+        except BaseException:
+            conn.membership_changes = None
+            await self.unregister(conn)  # no ghost socket holding the user's channel
+            raise
+        changes, conn.membership_changes = conn.membership_changes or {}, None
+        memberships = [m for m in memberships if changes.get(m.conversation.id, 0) <= m.conversation.last_seq]
+        channels = []
         for m in memberships:
             # A resuming socket's stream starts at its cursor, before any event can arrive: a live
             # event during the subscription below then waits behind the replay of what came
@@ -143,7 +154,6 @@ class RealtimeHub:
             stream = conn.streams.get(m.conversation.id)  # gone if the user left meanwhile
             if stream is not None and stream.last_seq < m.conversation.last_seq:
                 conn.catch_up(m.conversation.id)  # the replay, unless a live event started it
-        metrics.CONNECTIONS.inc()
         return [
             {
                 "conversation": m.conversation.model_dump(mode="json"),
@@ -247,6 +257,9 @@ class RealtimeHub:
         conversation_id = int(str(event["conversation_id"]))
         seq = int(str(event["seq"]))
         conns = list(self._by_user.get(user_id, ()))
+        for conn in conns:
+            if conn.membership_changes is not None:
+                conn.membership_changes[conversation_id] = seq
         if event["type"] in (EventType.CONVERSATION_CREATED, EventType.MEMBER_JOINED):
             for conn in conns:
                 conn.follow(conversation_id, seq - 1)
@@ -256,8 +269,7 @@ class RealtimeHub:
         elif event["type"] == EventType.MEMBER_LEFT:
             gone: list[str] = []
             for conn in conns:
-                conn.offer(conversation_id, seq, text)  # tell the leaver, then stop
-                conn.unfollow(conversation_id)
+                conn.leave(conversation_id, seq, text)  # tell the leaver, then stop
                 gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
             await self._unsubscribe(gone)
 
