@@ -41,9 +41,12 @@ async def append_event_txn(
     workspace_id: int,
     conversation_id: int,
     data: dict[str, Any],
+    seq: int | None = None,
 ) -> Event:
-    """Take the conversation's next seq (locking it until commit) and write the outbox row."""
-    seq = await tx.bump_seq_txn(conversation_id)
+    """Take the conversation's next seq (locking it until commit), unless the transaction took
+    it already (``seq``), and write the outbox row."""
+    if seq is None:
+        seq = await tx.bump_seq_txn(conversation_id)
     event = new_event(
         deps.ids, type_, workspace_id=workspace_id, conversation_id=conversation_id, seq=seq, data=data
     )

@@ -20,7 +20,7 @@ from parley.domain.models import Conversation, Message, ReadMarker, Role, User
 from parley.domain.permissions import readable_conversation, readable_conversations
 from parley.ports.cache import CachedHistory
 from parley.ports.pubsub import user_channel
-from parley.ports.store import StoreReader
+from parley.ports.store import StoreReader, StoreWriter
 
 log = logging.getLogger(__name__)
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -194,10 +194,23 @@ async def _own_message(deps: Deps, reader: StoreReader, actor: User, message_id:
     return message
 
 
+async def _locked_message(deps: Deps, tx: StoreWriter, actor: User, message_id: int) -> tuple[Message, int]:
+    """The message as it is once its conversation is locked, and the seq its event takes.
+
+    Every write to a message row (an edit, a delete, a reply counted on its root, a reaction)
+    happens under its conversation's lock, taken by reserving the conversation's next seq. Read
+    before the lock, the message may be changed by a transaction committing meanwhile (MySQL
+    reads committed rows without locking), and writing that stale copy back would undo it: a
+    delete undone by an edit, a reply's count lost."""
+    message = await _own_message(deps, tx, actor, message_id)
+    seq = await tx.bump_seq_txn(message.conversation_id)
+    return await _own_message(deps, tx, actor, message_id), seq
+
+
 async def edit_message(deps: Deps, actor: User, message_id: int, text: str) -> Message:
     text = _check_text(deps, text)
     async with deps.store.write() as tx:
-        message = await _own_message(deps, tx, actor, message_id)
+        message, seq = await _locked_message(deps, tx, actor, message_id)
         if message.user_id != actor.id:
             raise Forbidden("only the author can edit a message", code="cant_update_message")
         mentions, channel = await _resolve_mentions(tx, message.workspace_id, text)
@@ -217,6 +230,7 @@ async def edit_message(deps: Deps, actor: User, message_id: int, text: str) -> M
             workspace_id=message.workspace_id,
             conversation_id=message.conversation_id,
             data={"message": edited.model_dump(mode="json")},
+            seq=seq,
         )
     deps.outbox_written()
     return edited
@@ -224,7 +238,7 @@ async def edit_message(deps: Deps, actor: User, message_id: int, text: str) -> M
 
 async def delete_message(deps: Deps, actor: User, message_id: int) -> Message:
     async with deps.store.write() as tx:
-        message = await _own_message(deps, tx, actor, message_id)
+        message, seq = await _locked_message(deps, tx, actor, message_id)
         if message.user_id != actor.id:
             member = await tx.get_workspace_member(message.workspace_id, actor.id)
             if member is None or member.role is not Role.OWNER:
@@ -240,6 +254,7 @@ async def delete_message(deps: Deps, actor: User, message_id: int) -> Message:
             workspace_id=message.workspace_id,
             conversation_id=message.conversation_id,
             data={"message": deleted.model_dump(mode="json")},
+            seq=seq,
         )
     deps.outbox_written()
     return deleted
@@ -262,7 +277,7 @@ async def remove_reaction(deps: Deps, actor: User, message_id: int, emoji: str) 
 
 async def _react(deps: Deps, actor: User, message_id: int, emoji: str, *, add: bool) -> None:
     async with deps.store.write() as tx:
-        message = await _own_message(deps, tx, actor, message_id)
+        message, seq = await _locked_message(deps, tx, actor, message_id)
         if add and not await tx.add_reaction_txn(message_id, actor.id, emoji):
             raise Conflict("you already reacted with this emoji", code="already_reacted")
         if not add and not await tx.remove_reaction_txn(message_id, actor.id, emoji):
@@ -274,6 +289,7 @@ async def _react(deps: Deps, actor: User, message_id: int, emoji: str, *, add: b
             workspace_id=message.workspace_id,
             conversation_id=message.conversation_id,
             data={"message_id": str(message_id), "user_id": str(actor.id), "emoji": emoji},
+            seq=seq,
         )
     deps.outbox_written()
 
