@@ -100,3 +100,41 @@ async def test_dm_listing_names_its_members_and_presence_lists_the_workspace(ser
     await stranger.get(f"/workspaces/{world.workspace_id}/presence", expect=404)
     await world.close()
     await stranger.close()
+
+
+async def test_reopening_a_group_dm_someone_left_brings_them_back(server: RunningServer) -> None:
+    world = await make_world(server.url, 3)
+    alice, bob, carol = world.users
+    ws = world.workspace_id
+    group = await alice.post(f"/workspaces/{ws}/dms", {"user_ids": [bob.id, carol.id]}, expect=200)
+    await carol.post(f"/conversations/{group['id']}/leave", expect=204)
+    await alice.post(f"/conversations/{group['id']}/messages", {"text": "after carol left"}, expect=201)
+
+    # Opened again by someone still in it: the same conversation, with exactly these members.
+    again = await alice.post(f"/workspaces/{ws}/dms", {"user_ids": [bob.id, carol.id]}, expect=200)
+    assert again["id"] == group["id"]
+    view = await alice.get(f"/conversations/{again['id']}")
+    assert sorted(view["member_ids"]) == sorted([alice.id, bob.id, carol.id])
+    await alice.post(f"/conversations/{group['id']}/messages", {"text": "carol is back"}, expect=201)
+    history = await carol.get(f"/conversations/{group['id']}/messages")
+    assert "carol is back" in [m["text"] for m in history["messages"]]
+    await world.close()
+
+
+async def test_reopening_a_group_dm_one_left_hands_back_a_conversation_one_can_use(
+    server: RunningServer,
+) -> None:
+    world = await make_world(server.url, 3)
+    alice, bob, carol = world.users
+    ws = world.workspace_id
+    group = await alice.post(f"/workspaces/{ws}/dms", {"user_ids": [bob.id, carol.id]}, expect=200)
+    await carol.post(f"/conversations/{group['id']}/leave", expect=204)
+
+    # Opened again by the one who left: she is back in it (it used to be handed back to her
+    # without her, and every later call on it was a 404).
+    again = await carol.post(f"/workspaces/{ws}/dms", {"user_ids": [alice.id, bob.id]}, expect=200)
+    assert again["id"] == group["id"]
+    await carol.post(f"/conversations/{group['id']}/messages", {"text": "I am back"}, expect=201)
+    history = await alice.get(f"/conversations/{group['id']}/messages")
+    assert [m["text"] for m in history["messages"]][-1:] == ["I am back"]
+    await world.close()

@@ -52,7 +52,8 @@ async def create_channel(
 
 async def open_dm(deps: Deps, actor: User, workspace_id: int, user_ids: list[int]) -> Conversation:
     """The DM (one other user) or group DM (2-8 others) with exactly these members, created
-    on first use; opening it again returns the same conversation."""
+    on first use; opening it again returns the same conversation, with anyone who had left it
+    back in."""
     members = sorted({actor.id, *user_ids})
     if len(members) < 2 and user_ids != [actor.id]:
         raise InvalidInput("name at least one other user", code="invalid_users")
@@ -66,9 +67,17 @@ async def open_dm(deps: Deps, actor: User, workspace_id: int, user_ids: list[int
             if await tx.get_workspace_member(workspace_id, user_id) is None:
                 raise NotFound("user not found in this workspace", code="user_not_found")
         existing = await tx.find_dm(workspace_id, dm_key)
-        if existing:
-            return existing
-        conversation = await _create_txn(deps, tx, actor, workspace_id, kind, None, "", members, dm_key)
+        if existing is None:
+            conversation = await _create_txn(deps, tx, actor, workspace_id, kind, None, "", members, dm_key)
+        else:
+            # Members who left a group DM are brought back: it is the conversation of exactly
+            # these people (handing it back without them left a caller locked out of it).
+            missing = [user_id for user_id in members if not await tx.is_member(existing.id, user_id)]
+            if not missing:
+                return existing
+            conversation = existing
+            for user_id in missing:
+                conversation = await _add_member_txn(deps, tx, conversation, user_id)
     deps.outbox_written()
     return conversation
 
