@@ -17,7 +17,7 @@ import orjson
 
 from parley.domain.actions.messages import replay
 from parley.domain.deps import Deps
-from parley.domain.errors import DomainError
+from parley.domain.errors import DomainError, Forbidden, NotFound
 from parley.domain.events import EventType
 from parley.domain.models import User
 from parley.ports.pubsub import Subscription, conversation_channel, user_channel, workspace_channel
@@ -232,6 +232,11 @@ class RealtimeHub:
             metrics.observe_age("delivery", datetime.fromisoformat(str(event["ts"])))
         if kind == "conv":
             self._deliver_conversation_event(target, event, text)
+            leaver = _leaver(event)
+            if leaver in self._by_user:
+                # Also published on the leaver's own channel; this copy stops their sockets
+                # should that one be lost (at-most-once). Applying it twice changes nothing.
+                await self._membership_changed(leaver, event, text)
         elif kind == "user":
             if event.get("type") == EventType.READ_MARKER:
                 for conn in list(self._by_user.get(target, ())):
@@ -252,6 +257,13 @@ class RealtimeHub:
                 conn.send_text(text)
             else:
                 conn.offer(conversation_id, int(str(seq)), text)
+
+    async def _stop_following(self, user_id: int, conversation_id: int) -> None:
+        gone: list[str] = []
+        for conn in list(self._by_user.get(user_id, ())):
+            conn.unfollow(conversation_id)
+            gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
+        await self._unsubscribe(gone)
 
     async def _membership_changed(self, user_id: int, event: dict[str, object], text: str) -> None:
         conversation_id = int(str(event["conversation_id"]))
@@ -278,8 +290,20 @@ class RealtimeHub:
         """The stored events after ``after_seq`` (see ``ClientConnection`` for why)."""
         try:
             result = await replay(self._deps, user, conversation_id, after_seq)
+        except (Forbidden, NotFound):
+            # No longer a member, and its member.left never reached this node (pub/sub is
+            # at-most-once): stop following the conversation on every socket of the user.
+            await self._stop_following(user.id, conversation_id)
+            return Gap([], resync_to=None)
         except DomainError:
-            return Gap([], resync_to=None)  # no longer a member: nothing more to deliver
+            return Gap([], resync_to=None)  # the store is unavailable: the fill tries again
         if result.resync:
             return Gap([], resync_to=result.last_seq)
         return Gap([(int(orjson.loads(raw)["seq"]), raw.decode()) for raw in result.events], resync_to=None)
+
+
+def _leaver(event: dict[str, object]) -> int | None:
+    if event.get("type") != EventType.MEMBER_LEFT:
+        return None
+    data = event.get("data")
+    return int(str(data["user_id"])) if isinstance(data, dict) and "user_id" in data else None

@@ -363,3 +363,55 @@ async def test_a_leave_arriving_during_the_membership_read_is_not_undone_by_it(
     await b.close()
     await c.close()
     await world.close()
+
+
+# -- a leave whose pub/sub message is lost ---------------------------------------------------------
+def _lose_member_left(
+    monkeypatch: pytest.MonkeyPatch, hub: RealtimeHub, user_id: str, channels: set[str]
+) -> None:
+    """Drop, on ``channels`` (``"user"``, ``"conv"``), the pub/sub messages carrying the
+    member.left of ``user_id``, as an overflowing delivery queue would."""
+    dispatch = hub._dispatch
+
+    async def lossy(channel: str, payload: bytes) -> None:
+        event = orjson.loads(payload)
+        left = event.get("type") == "member.left" and event["data"]["user_id"] == user_id
+        if left and channel.partition(":")[0] in channels:
+            return
+        await dispatch(channel, payload)
+
+    monkeypatch.setattr(hub, "_dispatch", lossy)
+
+
+@pytest.mark.parametrize("lost", [{"user"}, {"user", "conv"}], ids=["user-channel", "both-channels"])
+async def test_a_leaver_whose_member_left_is_lost_receives_nothing_more_of_the_conversation(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, lost: set[str]
+) -> None:
+    world = await make_world(server.url, 3)
+    alice, bob, carol = world.users
+    channel = world.channel_id
+    b = await WsClient.connect(server.ws_url, bob.token)
+    c = await WsClient.connect(server.ws_url, carol.token)
+    await b.wait_for(lambda f: f["type"] == "hello")
+    await c.wait_for(lambda f: f["type"] == "hello")
+    _lose_member_left(monkeypatch, _hub(server), bob.id, lost)
+
+    await bob.post(f"/conversations/{channel}/leave", expect=204)
+    await c.wait_for(lambda f: f["type"] == "member.left" and f["data"]["user_id"] == bob.id)
+    await alice.post(f"/conversations/{channel}/messages", {"text": "after bob left"}, expect=201)
+    await c.wait_for(
+        lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "after bob left"
+    )
+    await asyncio.sleep(3)  # past a gap fill's 40 attempts
+    await alice.post(f"/conversations/{channel}/messages", {"text": "later"}, expect=201)
+    await c.send({"type": "typing", "conversation_id": channel})
+    await c.wait_for(lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "later")
+    await asyncio.sleep(0.5)
+
+    mine = [f["type"] for f in b.frames if f.get("conversation_id") == channel and f["type"] != "member.left"]
+    assert [f for f in mine if f != "member.joined"] == [], mine
+    if lost == {"user"}:  # the conversation channel's copy told bob's socket
+        assert [f["data"]["user_id"] for f in b.of_type("member.left")] == [bob.id]
+    await b.close()
+    await c.close()
+    await world.close()
