@@ -232,6 +232,36 @@ async def test_different_emoji_are_different_reactions(store: Store) -> None:
     assert sorted(reaction.emoji for reaction in stored.reactions) == sorted(["🍣", "Ok", "ok"])
 
 
+async def test_two_writers_racing_for_a_username_get_one_user_and_one_conflict(store: Store) -> None:
+    name = f"race{ids.next_id()}"
+
+    async def sign_up() -> None:
+        async with store.write() as tx:
+            await tx.get_user_credentials(name)  # both find the name free (on MySQL)
+            await asyncio.sleep(0.05)
+            user = User(id=ids.next_id(), username=name, display_name="R", created_at=_now())
+            await tx.create_user_txn(user, "hash")
+
+    results = await asyncio.gather(sign_up(), sign_up(), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "NoneType"], results
+    assert [r.code for r in results if isinstance(r, Conflict)] == ["username_taken"]
+
+
+async def test_two_writers_adding_one_workspace_member_add_it_once(store: Store) -> None:
+    _, conv = await _conversation(store)
+    user = User(id=ids.next_id(), username=f"u{ids.next_id()}", display_name="U", created_at=_now())
+    async with store.write() as tx:
+        await tx.create_user_txn(user, "hash")
+
+    async def add() -> bool:
+        async with store.write() as tx:
+            await tx.get_workspace_member(conv.workspace_id, user.id)
+            await asyncio.sleep(0.05)
+            return await tx.add_workspace_member_txn(conv.workspace_id, user.id, Role.MEMBER)
+
+    assert sorted(await asyncio.gather(add(), add())) == [False, True]
+
+
 async def test_sqlite_batch_lookups_search_an_index_not_the_whole_table(tmp_path: Path) -> None:
     """Every write batch looks up its retries and memberships: a scan there makes each send cost
     more as history grows. SQLite's plan for a row-value ``IN`` was exactly that scan."""

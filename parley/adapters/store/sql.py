@@ -363,15 +363,19 @@ class SqlSession:
         return row is not None
 
     async def create_user_txn(self, user: User, password_hash: str) -> None:
-        await self._c.execute(
-            insert(t.users).values(
-                id=user.id,
-                username=user.username,
-                display_name=user.display_name,
-                password_hash=password_hash,
-                created_at=_db(user.created_at),
+        # Callers check the name first; two sign-ups racing for it on MySQL both pass that check.
+        try:
+            await self._c.execute(
+                insert(t.users).values(
+                    id=user.id,
+                    username=user.username,
+                    display_name=user.display_name,
+                    password_hash=password_hash,
+                    created_at=_db(user.created_at),
+                )
             )
-        )
+        except IntegrityError as exc:
+            raise Conflict("username is taken", code="username_taken") from exc
 
     async def revoke_token_txn(self, jti: str, expires_at: datetime) -> None:
         if not await self.is_token_revoked(jti):
@@ -452,11 +456,17 @@ class SqlSession:
     async def add_workspace_member_txn(self, workspace_id: int, user_id: int, role: Role) -> bool:
         if await self.get_workspace_member(workspace_id, user_id):
             return False
-        await self._c.execute(
-            insert(t.workspace_members).values(
-                workspace_id=workspace_id, user_id=user_id, role=role.value, joined_at=_db(datetime.now(UTC))
+        try:
+            await self._c.execute(
+                insert(t.workspace_members).values(
+                    workspace_id=workspace_id,
+                    user_id=user_id,
+                    role=role.value,
+                    joined_at=_db(datetime.now(UTC)),
+                )
             )
-        )
+        except IntegrityError:  # added by a transaction racing this one (MySQL): already a member
+            return False
         return True
 
     async def create_invite_txn(self, invite: Invite) -> None:
