@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 
 import orjson
@@ -40,6 +40,9 @@ class RealtimeHub:
         self._sweep_task: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
         self._status: dict[int, str] = {}
+        # Membership events applied per user, so a gap fill can tell whether its store read is
+        # older than a join or leave this node has applied since.
+        self._membership_events: Counter[int] = Counter()
         # Shared by this node's sockets.
         self.write_round = WriteRound(max_defer=deps.settings.ws_write_defer_max_ms / 1000)
         self.stopped = False
@@ -170,6 +173,7 @@ class RealtimeHub:
         if not self._by_user[user_id]:
             del self._by_user[user_id]
             self._status.pop(user_id, None)
+            self._membership_events.pop(user_id, None)
             gone.append(user_channel(user_id))
         for conversation_id in list(conn.streams):
             gone += self._drop(self._by_conversation, conversation_id, conn, conversation_channel)
@@ -269,6 +273,8 @@ class RealtimeHub:
         conversation_id = int(str(event["conversation_id"]))
         seq = int(str(event["seq"]))
         conns = list(self._by_user.get(user_id, ()))
+        if conns:
+            self._membership_events[user_id] += 1
         for conn in conns:
             if conn.membership_changes is not None:
                 conn.membership_changes[conversation_id] = seq
@@ -288,12 +294,16 @@ class RealtimeHub:
     # -- gap filling -----------------------------------------------------------------------
     async def fill_gap(self, user: User, conversation_id: int, after_seq: int) -> Gap:
         """The stored events after ``after_seq`` (see ``ClientConnection`` for why)."""
+        applied = self._membership_events[user.id]
         try:
             result = await replay(self._deps, user, conversation_id, after_seq)
         except (Forbidden, NotFound):
             # No longer a member, and its member.left never reached this node (pub/sub is
-            # at-most-once): stop following the conversation on every socket of the user.
-            await self._stop_following(user.id, conversation_id)
+            # at-most-once): stop following the conversation on every socket of the user. Unless
+            # a join or leave was applied meanwhile: the read may predate a rejoin, and the
+            # fill's next attempt reads again.
+            if self._membership_events[user.id] == applied:
+                await self._stop_following(user.id, conversation_id)
             return Gap([], resync_to=None)
         except DomainError:
             return Gap([], resync_to=None)  # the store is unavailable: the fill tries again

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from parley.adapters.store.sql import SqlSession
+from parley.domain.actions import messages as messages_actions
 from services.realtime.app import drain
 from services.realtime.connection import ClientConnection, Gap
 from services.realtime.hub import RealtimeHub
@@ -412,6 +413,51 @@ async def test_a_leaver_whose_member_left_is_lost_receives_nothing_more_of_the_c
     assert [f for f in mine if f != "member.joined"] == [], mine
     if lost == {"user"}:  # the conversation channel's copy told bob's socket
         assert [f["data"]["user_id"] for f in b.of_type("member.left")] == [bob.id]
+    await b.close()
+    await c.close()
+    await world.close()
+
+
+async def test_a_fill_refused_by_a_read_older_than_a_rejoin_keeps_following_the_conversation(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = await make_world(server.url, 3)
+    alice, bob, carol = world.users
+    channel = world.channel_id
+    b = await WsClient.connect(server.ws_url, bob.token)
+    c = await WsClient.connect(server.ws_url, carol.token)
+    await b.wait_for(lambda f: f["type"] == "hello")
+    await c.wait_for(lambda f: f["type"] == "hello")
+    # Bob's leave never reaches this node, so his socket still follows #general.
+    _lose_member_left(monkeypatch, _hub(server), bob.id, {"user", "conv"})
+    refused, rejoined = asyncio.Event(), asyncio.Event()
+    real_replay = messages_actions.replay
+
+    async def replay_read_before_the_rejoin(deps: Any, actor: Any, conversation_id: int, after: int) -> Any:
+        try:
+            return await real_replay(deps, actor, conversation_id, after)
+        except Exception:
+            if str(actor.id) == bob.id and not refused.is_set():
+                refused.set()  # read while bob was out; answered after his rejoin was applied
+                await rejoined.wait()
+            raise
+
+    monkeypatch.setattr("services.realtime.hub.replay", replay_read_before_the_rejoin)
+    await bob.post(f"/conversations/{channel}/leave", expect=204)
+    await alice.post(f"/conversations/{channel}/messages", {"text": "while bob is out"}, expect=201)
+    async with asyncio.timeout(5):
+        await refused.wait()  # the gap (bob's lost member.left) started a fill, refused
+    await bob.post(f"/conversations/{channel}/join", expect=200)
+    # Carol's copy comes on the conversation channel, after bob's own on his user channel: by
+    # then this node has applied the rejoin (bob's socket holds it behind the fill).
+    await c.wait_for(lambda f: f["type"] == "member.joined" and f["data"]["user_id"] == bob.id)
+    rejoined.set()
+    await alice.post(f"/conversations/{channel}/messages", {"text": "bob is back"}, expect=201)
+    await b.wait_for(
+        lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "bob is back", timeout=5
+    )
+    seqs = [f["seq"] for f in b.frames if f.get("conversation_id") == channel and f.get("seq")]
+    assert seqs == sorted(set(seqs)), seqs
     await b.close()
     await c.close()
     await world.close()
