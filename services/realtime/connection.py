@@ -359,3 +359,7 @@ class ClientConnection:
             log.exception("gap fill failed for conversation %s", conversation_id)
         finally:
             stream.filling = False
+            # A resume that came as the fill ended (its last wait, a failure) is still owed.
+            owed, stream.rewind_to = stream.rewind_to, None
+            if owed is not None and self.streams.get(conversation_id) is stream:
+                self.rewind(conversation_id, owed)

@@ -134,8 +134,9 @@ async def test_a_user_joining_while_their_socket_registers_receives_the_conversa
 
 
 # -- a resume while a gap fill is in flight --------------------------------------------------------
+@pytest.mark.parametrize("first_fill", ["slow", "fails"])
 async def test_resume_right_after_hello_replays_even_while_a_gap_fill_is_running(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, first_fill: str
 ) -> None:
     world = await make_world(server.url, 2)
     alice, bob = world.users
@@ -147,9 +148,14 @@ async def test_resume_right_after_hello_replays_even_while_a_gap_fill_is_running
         await alice.post(f"/conversations/{channel}/messages", {"text": f"missed {i}"}, expect=201)
 
     fill_gap = hub.fill_gap
+    calls = 0
 
     async def slow_fill_gap(user: Any, conversation: int, after_seq: int) -> Gap:
+        nonlocal calls
+        calls += 1
         await asyncio.sleep(0.5)  # a store read under load
+        if first_fill == "fails" and calls == 1:
+            raise RuntimeError("the store read failed")  # the resume came meanwhile: still owed
         return await fill_gap(user, conversation, after_seq)
 
     monkeypatch.setattr(hub, "fill_gap", slow_fill_gap)
