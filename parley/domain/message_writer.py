@@ -143,6 +143,10 @@ class MessageWriter:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        # Nobody will write what is still queued: its senders get an answer, and retry elsewhere.
+        for queue in self._queues:
+            while not queue.empty():
+                self._fail(queue.get_nowait(), _shutting_down())
 
     def _queue_of(self, pending: PendingSend) -> asyncio.Queue[PendingSend]:
         return self._queues[writer_of(pending.request.conversation_id, len(self._queues))]
@@ -152,16 +156,24 @@ class MessageWriter:
             batch = [await queue.get()]
             while len(batch) < MAX_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
-            started, timing = time.perf_counter(), BatchTiming()
             try:
-                outcomes = await self._write_expecting_no_retries(batch, timing)
-            except Exception:
-                # Isolate the failing send: retry each alone.
-                for pending in batch:
-                    await self._write_alone(pending)
-                continue
-            self._resolve(batch, outcomes)
-            self._on_commit(len(batch), time.perf_counter() - started, timing)
+                await self._write(batch)
+            except asyncio.CancelledError:
+                for pending in batch:  # stopped mid-batch: committed or not, the retry tells
+                    self._fail(pending, _shutting_down())
+                raise
+
+    async def _write(self, batch: list[PendingSend]) -> None:
+        started, timing = time.perf_counter(), BatchTiming()
+        try:
+            outcomes = await self._write_expecting_no_retries(batch, timing)
+        except Exception:
+            # Isolate the failing send: retry each alone.
+            for pending in batch:
+                await self._write_alone(pending)
+            return
+        self._resolve(batch, outcomes)
+        self._on_commit(len(batch), time.perf_counter() - started, timing)
 
     async def _write_expecting_no_retries(
         self, batch: list[PendingSend], timing: BatchTiming
@@ -285,3 +297,11 @@ def _classify_failure() -> BaseException:
         return exc
     log.exception("message write failed")
     return Unavailable("the message store is unavailable; the message was not sent", code="store_unavailable")
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down; send again with the same client_msg_id (if this one was "
+        "stored, you get it back, not a copy)",
+        code="shutting_down",
+    )
