@@ -395,12 +395,14 @@ async def test_redis_subscription_reconnects_when_its_connection_goes_silent(
     redis_proxy: FreezableProxy, channel: Callable[[str], str]
 ) -> None:
     hub = RedisPubSub(engine_url("redis"))
-    subscriber_hub = RedisPubSub(f"redis://127.0.0.1:{redis_proxy.port}/0", health_interval=0.2)
+    # Short enough for a test, long enough for a PING's answer on a loaded CI box (a connection
+    # is dropped after two intervals without a byte).
+    subscriber_hub = RedisPubSub(f"redis://127.0.0.1:{redis_proxy.port}/0", health_interval=0.5)
     reader = Reader(subscriber_hub.subscription())
     try:
         await reader.subscription.subscribe(channel("a"))
         # Quiet is not silence: the health checks' PINGs keep an idle connection.
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)
         await hub.publish(channel("a"), b"after a quiet second")
         assert await reader.next() == (channel("a"), b"after a quiet second")
         assert redis_proxy.accepted == 1

@@ -149,13 +149,16 @@ async def test_resume_right_after_hello_replays_even_while_a_gap_fill_is_running
 
     fill_gap = hub.fill_gap
     calls = 0
+    in_flight, resumed = asyncio.Event(), asyncio.Event()
 
     async def slow_fill_gap(user: Any, conversation: int, after_seq: int) -> Gap:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.5)  # a store read under load
-        if first_fill == "fails" and calls == 1:
-            raise RuntimeError("the store read failed")  # the resume came meanwhile: still owed
+        if calls == 1:
+            in_flight.set()
+            await resumed.wait()  # a store read under load: still in flight when the resume comes
+            if first_fill == "fails":
+                raise RuntimeError("the store read failed")  # the resume is still owed
         return await fill_gap(user, conversation, after_seq)
 
     monkeypatch.setattr(hub, "fill_gap", slow_fill_gap)
@@ -167,14 +170,13 @@ async def test_resume_right_after_hello_replays_even_while_a_gap_fill_is_running
     dropped = _lose_next_live(monkeypatch, _conn_of(server, bob.id), channel)
     await alice.post(f"/conversations/{channel}/messages", {"text": "lost"}, expect=201)
     await alice.post(f"/conversations/{channel}/messages", {"text": "live"}, expect=201)
-    for _ in range(200):
-        if _conn_of(server, bob.id).streams[conversation_id].filling:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(in_flight.wait(), 10)
     assert dropped.is_set() and _conn_of(server, bob.id).streams[conversation_id].filling
     await b.send({"type": "resume", "id": "r", "cursors": {channel: seen["seq"]}})
     await b.wait_for(lambda f: f["type"] == "ack" and f.get("id") == "r")
-    await asyncio.sleep(2.0)
+    resumed.set()
+    await b.wait_for(lambda f: f["type"] == "message.created" and f["data"]["message"]["text"] == "live")
+    await asyncio.sleep(0.5)
     texts = [f["data"]["message"]["text"] for f in b.frames if f["type"] == "message.created"]
     assert texts == ["missed 0", "missed 1", "missed 2", "lost", "live"], texts
     await b.close()
