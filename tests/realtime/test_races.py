@@ -22,7 +22,7 @@ from services.realtime.app import drain
 from services.realtime.connection import ClientConnection, Gap
 from services.realtime.hub import RealtimeHub
 from tests.realtime.test_events import _never_reading_socket
-from tests.support.clients import WsClient
+from tests.support.clients import ApiUser, WsClient
 from tests.support.server import RunningServer, start_server
 from tests.support.world import World, make_world
 
@@ -35,6 +35,14 @@ def _hub(server: RunningServer) -> RealtimeHub:
 def _conn_of(server: RunningServer, user_id: str) -> ClientConnection:
     (conn,) = [c for c in _hub(server).connections if str(c.user.id) == user_id]
     return conn
+
+
+async def _connected(server: RunningServer, *users: ApiUser) -> list[WsClient]:
+    """A socket per user, each past its hello."""
+    sockets = [await WsClient.connect(server.ws_url, user.token) for user in users]
+    for socket in sockets:
+        await socket.wait_for(lambda f: f["type"] == "hello")
+    return sockets
 
 
 def _before_first_subscribe(
@@ -80,8 +88,7 @@ async def test_a_user_leaving_while_their_socket_registers_gets_nothing_more_of_
     world = await make_world(server.url, 3)
     alice, bob, carol = world.users
     channel = world.channel_id
-    c = await WsClient.connect(server.ws_url, carol.token)  # a member watching the channel
-    await c.wait_for(lambda f: f["type"] == "hello")
+    (c,) = await _connected(server, carol)  # a member watching the channel
 
     async def bob_leaves() -> None:
         await bob.post(f"/conversations/{channel}/leave", expect=204)
@@ -212,10 +219,7 @@ async def _gap_in_flight(server: RunningServer, monkeypatch: pytest.MonkeyPatch)
         return await fill_gap(user, conversation, after_seq)
 
     monkeypatch.setattr(hub, "fill_gap", held_fill_gap)
-    b = await WsClient.connect(server.ws_url, bob.token)
-    c = await WsClient.connect(server.ws_url, carol.token)
-    await b.wait_for(lambda f: f["type"] == "hello")
-    await c.wait_for(lambda f: f["type"] == "hello")
+    b, c = await _connected(server, bob, carol)
     dropped = _lose_next_live(monkeypatch, _conn_of(server, bob.id), channel)
     await alice.post(f"/conversations/{channel}/messages", {"text": "lost for bob"}, expect=201)
     await alice.post(f"/conversations/{channel}/messages", {"text": "reveals the gap"}, expect=201)
@@ -347,8 +351,7 @@ async def test_a_leave_arriving_during_the_membership_read_is_not_undone_by_it(
     world = await make_world(server.url, 3)
     alice, bob, carol = world.users
     channel = world.channel_id
-    c = await WsClient.connect(server.ws_url, carol.token)
-    await c.wait_for(lambda f: f["type"] == "hello")
+    (c,) = await _connected(server, carol)
     original = SqlSession.list_user_workspaces
     armed = True
 
@@ -399,10 +402,7 @@ async def test_a_leaver_whose_member_left_is_lost_receives_nothing_more_of_the_c
     world = await make_world(server.url, 3)
     alice, bob, carol = world.users
     channel = world.channel_id
-    b = await WsClient.connect(server.ws_url, bob.token)
-    c = await WsClient.connect(server.ws_url, carol.token)
-    await b.wait_for(lambda f: f["type"] == "hello")
-    await c.wait_for(lambda f: f["type"] == "hello")
+    b, c = await _connected(server, bob, carol)
     _lose_member_left(monkeypatch, _hub(server), bob.id, lost)
 
     await bob.post(f"/conversations/{channel}/leave", expect=204)
@@ -432,10 +432,7 @@ async def test_a_fill_refused_by_a_read_older_than_a_rejoin_keeps_following_the_
     world = await make_world(server.url, 3)
     alice, bob, carol = world.users
     channel = world.channel_id
-    b = await WsClient.connect(server.ws_url, bob.token)
-    c = await WsClient.connect(server.ws_url, carol.token)
-    await b.wait_for(lambda f: f["type"] == "hello")
-    await c.wait_for(lambda f: f["type"] == "hello")
+    b, c = await _connected(server, bob, carol)
     # Bob's leave never reaches this node, so his socket still follows #general.
     _lose_member_left(monkeypatch, _hub(server), bob.id, {"user", "conv"})
     refused, rejoined = asyncio.Event(), asyncio.Event()
